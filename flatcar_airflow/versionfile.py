@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .versions import FlatcarVersion, VersionError, parse_any, parse_version_number
+from .versions import FlatcarVersion, VersionError, check_safe_string, parse_any, parse_version_number
 
 __all__ = ["VERSIONFILE_PATH", "VersionFile"]
 
@@ -76,6 +76,8 @@ class VersionFile:
                 raise VersionError(f"{VERSIONFILE_PATH} line {number}: {key} is set twice")
             if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
                 value = value[1:-1]
+            if value or key != "FLATCAR_BUILD_ID":
+                check_safe_string(value, f"{VERSIONFILE_PATH} line {number}: {key}")
             values[key] = value
         missing = [key for key in _KEYS if key not in values]
         if missing:
