@@ -44,6 +44,7 @@ __all__ = [
     "ResolvedRef",
     "ScriptsRepo",
     "check_ref_name",
+    "checkout_layout",
     "redact_url",
 ]
 
@@ -404,6 +405,24 @@ class PushedRef:
             if len(parts) >= 3 and len(parts[0]) == 1:
                 refs.append(cls(parts[0], parts[1].rpartition(":")[2], parts[2]))
         return refs
+
+
+def checkout_layout(path: str | os.PathLike[str]) -> Layout:
+    """The layout of a scripts checkout (a work tree, e.g. a step's workspace) at its HEAD."""
+    tree = git.Repo(path).head.commit.tree
+    links = []
+    for sub_path in SUBMODULE_PATHS.values():
+        try:
+            entry = tree[sub_path]
+        except KeyError:
+            continue
+        if entry.mode == 0o160000:
+            links.append(sub_path)
+    if len(links) == len(SUBMODULE_PATHS):
+        return Layout.SUBMODULES
+    if links:
+        raise GitError(f"checkout {path} pins only {', '.join(links)} as a submodule; expected both or none")
+    return Layout.IN_TREE
 
 
 def resolve_relative_url(base: str, url: str) -> str:

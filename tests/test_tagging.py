@@ -9,7 +9,7 @@ import pytest
 from gitrepos import BRANCH_VERSIONFILE, OVERLAY, PORTAGE, VERSIONFILE, git, tag_submodules
 
 from flatcar_airflow.nightly import branch_nightly, main_nightly
-from flatcar_airflow.scripts_repo import GitError, Layout, ScriptsRepo, redact_url
+from flatcar_airflow.scripts_repo import GitError, Layout, ScriptsRepo, checkout_layout, redact_url
 from flatcar_airflow.tagging import (
     BranchMovedError,
     BuildKind,
@@ -304,6 +304,8 @@ def test_layout_detection(origins, seed_origins, repo_for):
     seed_head = seed_origins.head("main")
     seed_repo.ensure_commit(seed_head)
     assert seed_repo.layout(seed_head) is Layout.SUBMODULES
+    assert checkout_layout(origins.work) is Layout.IN_TREE
+    assert checkout_layout(seed_origins.work) is Layout.SUBMODULES
 
 
 def test_seed_layout_pins_submodules_at_the_matching_version_tags(seed_origins, repo_for):
