@@ -56,6 +56,9 @@ SUBMODULE_PATHS = {
     "portage-stable": "sdk_container/src/third_party/portage-stable",
 }
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+_FETCHED = "refs/flatcar-airflow/fetched"
+#: How many fetched commits and tags the cache keeps refs for.
+KEEP_REFS = 32
 _REF_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
@@ -181,7 +184,7 @@ class ScriptsRepo:
             else:
                 self._repo = git.Repo.init(self.path, bare=True)
                 with self._repo.config_writer() as config:
-                    config.set_value("gc", "auto", "0")
+                    config.set_value("gc", "autoDetach", "false")
                     config.set_value("fetch", "writeCommitGraph", "false")
         return self._repo
 
@@ -225,13 +228,23 @@ class ScriptsRepo:
         return True
 
     def ensure_commit(self, sha: str) -> None:
-        """Make one commit (and its tree) available in the cache, fetching it shallowly if missing."""
+        """Make one commit (and its tree) available in the cache, fetching it shallowly if missing.
+
+        Every fetched commit keeps a ref (the newest :data:`KEEP_REFS`), so the next fetch tells the origin
+        what the cache has and receives only the difference, and ``git gc`` can drop what is no longer kept.
+        """
         if self.has_commit(sha):
             return
         log.info("Fetching commit %s from %s (depth 1)", sha, self.display_url)
-        self.git("fetch", "--quiet", "--no-tags", "--depth=1", self.url, sha)
+        self.git("fetch", "--quiet", "--no-tags", "--depth=1", self.url, f"+{sha}:{_FETCHED}/{sha}")
         if not self.has_commit(sha):
             raise GitError(f"commit {sha} is not available from {self.display_url}")
+        self._prune_refs(_FETCHED, "-committerdate")
+
+    def _prune_refs(self, prefix: str, sort: str) -> None:
+        refs = self.git("for-each-ref", f"--sort={sort}", "--format=%(refname)", prefix).split()
+        for ref in refs[KEEP_REFS:]:
+            self.git("update-ref", "-d", ref)
 
     def tree_of(self, commit: str) -> str:
         return self.git("rev-parse", f"{commit}^{{tree}}")
@@ -331,6 +344,7 @@ class ScriptsRepo:
     def fetch_tag(self, tag: str) -> None:
         """Fetch one tag of the origin (shallow) to compare its tree."""
         self.git("fetch", "--quiet", "--no-tags", "--depth=1", self.url, f"+refs/tags/{tag}:refs/tags/{tag}")
+        self._prune_refs("refs/tags", "-creatordate")
 
     def push(self, refspecs: list[str], *, lease: tuple[str, str] | None = None) -> list[PushedRef]:
         """``git push --atomic --porcelain``; returns one :class:`PushedRef` per refspec, rejected or not."""
