@@ -16,4 +16,33 @@ def get_provider_info() -> dict:
         "name": "Flatcar Container Linux builds",
         "description": "Operators, hooks and DAG factories that run Flatcar's ci-automation build steps.",
         "versions": [__version__],
+        "connection-types": [
+            {
+                "connection-type": "flatcar_buildcache",
+                "hook-class-name": "flatcar_airflow.hooks.buildcache.BuildCacheHook",
+                "hook-name": "Flatcar build cache",
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Flatcar build cache",
+                "python-modules": ["flatcar_airflow.hooks.buildcache"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Flatcar build steps",
+                "python-modules": ["flatcar_airflow.operators.step", "flatcar_airflow.operators.steps"],
+            }
+        ],
+        "integrations": [
+            {
+                "integration-name": "Flatcar build cache",
+                "external-doc-url": "https://www.flatcar.org/docs/latest/",
+            },
+            {
+                "integration-name": "Flatcar build steps",
+                "external-doc-url": "https://www.flatcar.org/docs/latest/",
+            },
+        ],
     }

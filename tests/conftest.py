@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["airflow_env"]
+
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="flatcar-airflow-tests-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_DIR / "airflow"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")

@@ -1,0 +1,1 @@
+"""Hooks: connections and I/O (the build cache)."""

@@ -1,0 +1,162 @@
+"""The build cache: an Airflow connection, existence checks over HTTP(S), settings for the scripts.
+
+Flatcar's build cache ("bincache") is written with rsync over ssh and read over HTTPS (seed document,
+"Auxiliary infrastructure"). One Airflow connection of type ``flatcar_buildcache`` describes it:
+
+============  ==========================================================================================
+host          the cache server; the scripts get it as ``BUILDCACHE_SERVER`` (they read
+              ``https://<host>/…`` and write ``<user>@<host>:<path prefix>/…``)
+port          ssh port for writes (default 22; other ports reach the scripts' ssh through an ssh config)
+login         ssh user (``BUILDCACHE_USER``)
+extra         ``path_prefix`` (``BUILDCACHE_PATH_PREFIX``, required), ``private_key`` (PEM text) or
+              ``key_file`` (a path on the build host) for ssh, ``http_url`` (base URL for our existence
+              checks; default ``https://<host>``), ``ca_bundle`` (a CA file path for HTTPS, given to the
+              steps as ``CURL_CA_BUNDLE`` and used by our checks), ``verify`` (false disables TLS checks
+              of our own reads only)
+============  ==========================================================================================
+
+The private key is masked in logs and only ever written into a job's private directory on the build host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+
+import httpx
+from airflow.sdk import BaseHook
+
+__all__ = ["BuildCacheHook", "BuildCacheSettings", "CacheEntry"]
+
+
+@dataclass(frozen=True)
+class BuildCacheSettings:
+    server: str
+    port: int
+    user: str
+    path_prefix: str
+    http_url: str
+    private_key: str | None = None
+    key_file: str | None = None
+    ca_bundle: str | None = None
+    verify: bool = True
+
+    def step_environment(self) -> dict[str, str]:
+        """Non-secret variables every step gets."""
+        env = {"BUILDCACHE_SERVER": self.server}
+        if self.ca_bundle:
+            env["CURL_CA_BUNDLE"] = self.ca_bundle
+        return env
+
+    def job_cache(self) -> dict[str, str]:
+        """Settings the step wrapper applies (path prefix and user override ci-config.env)."""
+        cache = {"server": self.server, "user": self.user, "path_prefix": self.path_prefix}
+        if self.port != 22:
+            cache["port"] = str(self.port)
+        return cache
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: str
+    url: str
+    exists: bool
+    size: int | None = None
+
+
+class BuildCacheHook(BaseHook):
+    """Reads and checks the build cache; hands the scripts what they need to write to it."""
+
+    conn_name_attr = "buildcache_conn_id"
+    default_conn_name = "flatcar_buildcache_default"
+    conn_type = "flatcar_buildcache"
+    hook_name = "Flatcar build cache"
+
+    #: Concurrent HTTP requests for batched checks.
+    concurrency = 16
+
+    def __init__(self, buildcache_conn_id: str = default_conn_name, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.buildcache_conn_id = buildcache_conn_id
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict:
+        return {
+            "hidden_fields": ["schema", "password"],
+            "relabeling": {
+                "host": "Cache server (BUILDCACHE_SERVER)",
+                "login": "ssh user (BUILDCACHE_USER)",
+                "port": "ssh port",
+            },
+            "placeholders": {
+                "extra": '{"path_prefix": "/srv/bincache", "private_key": "-----BEGIN OPENSSH PRIVATE KEY…",'
+                ' "http_url": "https://bincache.example.org"}',
+            },
+        }
+
+    @cached_property
+    def settings(self) -> BuildCacheSettings:
+        conn = self.get_connection(self.buildcache_conn_id)
+        extra = conn.extra_dejson
+        problems = []
+        if not conn.host:
+            problems.append("host (the cache server) is empty")
+        if not conn.login:
+            problems.append("login (the ssh user) is empty")
+        if not extra.get("path_prefix"):
+            problems.append("extra 'path_prefix' (BUILDCACHE_PATH_PREFIX) is missing")
+        if problems:
+            raise ValueError(f"build cache connection {self.buildcache_conn_id!r}: {'; '.join(problems)}")
+        private_key = extra.get("private_key")
+        if private_key:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(private_key)
+        verify = extra.get("verify", True)
+        return BuildCacheSettings(
+            server=conn.host,
+            port=int(conn.port or 22),
+            user=conn.login,
+            path_prefix=str(extra["path_prefix"]).rstrip("/") or "/",
+            http_url=str(extra.get("http_url") or f"https://{conn.host}").rstrip("/"),
+            private_key=private_key,
+            key_file=extra.get("key_file"),
+            ca_bundle=extra.get("ca_bundle"),
+            verify=str(verify).lower() not in ("false", "0", "no"),
+        )
+
+    def get_conn(self) -> httpx.Client:
+        settings = self.settings
+        verify: bool | str = False
+        if settings.verify:
+            verify = settings.ca_bundle or True
+        return httpx.Client(verify=verify, timeout=httpx.Timeout(30.0), follow_redirects=False)
+
+    def url(self, path: str) -> str:
+        return f"{self.settings.http_url}/{path.lstrip('/')}"
+
+    def check(self, paths: Iterable[str]) -> dict[str, CacheEntry]:
+        """HEAD every path concurrently (one round trip's worth of latency, not one per file)."""
+        unique = list(dict.fromkeys(paths))
+        if not unique:
+            return {}
+        with self.get_conn() as client, ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            entries = pool.map(lambda path: self._head(client, path), unique)
+            return {entry.path: entry for entry in entries}
+
+    def _head(self, client: httpx.Client, path: str) -> CacheEntry:
+        url = self.url(path)
+        response = client.head(url)
+        if response.status_code == 404:
+            return CacheEntry(path, url, False)
+        response.raise_for_status()
+        length = response.headers.get("content-length")
+        return CacheEntry(path, url, True, int(length) if length and length.isdigit() else None)
+
+    def read_text(self, path: str) -> str:
+        with self.get_conn() as client:
+            response = client.get(self.url(path))
+            response.raise_for_status()
+            return response.text

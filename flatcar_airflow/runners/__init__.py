@@ -1,0 +1,62 @@
+"""Runners: where a step runs. Chosen by configuration, not code (:func:`make_runner`).
+
+``{"type": "local", "root": "/var/lib/flatcar-airflow"}``
+    a subprocess on the Airflow worker;
+``{"type": "ssh", "ssh_conn_id": "flatcar_build_host", "root": "/var/lib/flatcar-airflow"}``
+    a build host reached through an Airflow SSH connection;
+``{"type": "docker", "image": "flatcar-airflow-runner:0.1.0", "docker_url": "unix:///var/run/docker.sock",
+"root": "/var/lib/flatcar-airflow"}``
+    a runner container on a Docker host, with the host's docker socket mounted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from .base import Job, JobOutcome, Runner, RunnerError, job_key
+
+__all__ = ["Job", "JobOutcome", "Runner", "RunnerError", "job_key", "make_runner", "validate_runner_config"]
+
+_KEYS = {
+    "local": {"type", "root"},
+    "ssh": {"type", "root", "ssh_conn_id", "reconnect_timeout", "poll_interval"},
+    "docker": {"type", "root", "image", "docker_url", "network_mode", "docker_conn_id"},
+}
+_REQUIRED = {"local": set(), "ssh": {"ssh_conn_id"}, "docker": {"image"}}
+
+
+def validate_runner_config(config: Mapping | str) -> dict:
+    """Normalize a runner configuration; a bad one raises ValueError naming the key and the problem."""
+    if isinstance(config, str):
+        config = {"type": config}
+    if not isinstance(config, Mapping):
+        raise ValueError(f"runner must be a mapping or one of {', '.join(_KEYS)}, got {config!r}")
+    kind = config.get("type")
+    if kind not in _KEYS:
+        raise ValueError(f"runner.type {kind!r} is not one of {', '.join(_KEYS)}")
+    unknown = set(config) - _KEYS[kind]
+    if unknown:
+        raise ValueError(f"runner: unknown key(s) for a {kind} runner: {', '.join(sorted(unknown))}")
+    missing = _REQUIRED[kind] - set(config)
+    if missing:
+        raise ValueError(f"runner: a {kind} runner needs {', '.join(sorted(missing))}")
+    root = config.get("root", "/var/lib/flatcar-airflow")
+    if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/"):
+        raise ValueError(f"runner.root {root!r} must be an absolute path without '..'")
+    return {**config, "root": root.rstrip("/") or "/"}
+
+
+def make_runner(config: Mapping | str) -> Runner:
+    config = validate_runner_config(config)
+    kind = config["type"]
+    if kind == "local":
+        from .local import LocalRunner
+
+        return LocalRunner(root=config["root"])
+    if kind == "ssh":
+        from .ssh import SSHRunner
+
+        return SSHRunner(**{k: v for k, v in config.items() if k != "type"})
+    from .docker import DockerRunner
+
+    return DockerRunner(**{k: v for k, v in config.items() if k != "type"})

@@ -1,0 +1,139 @@
+"""The runner interface: where a step's wrapper (``flatcar-step.sh``) runs, and how we follow it.
+
+A runner gets a :class:`Job` (what to run: the scripts repo, the tag, the step function and its
+arguments, environment, private files such as the build cache key) and must:
+
+* make a private job directory on the build host with ``job.env`` and the files, and start
+  ``flatcar-step.sh JOB_DIR`` in a new process group (or container) with standard input closed;
+* stream the wrapper's output line by line to ``on_line`` while it runs, calling ``on_tick`` about once
+  a second so the caller can log heartbeats when the step is quiet;
+* return a :class:`JobOutcome` with the wrapper's ``result.json`` and reports;
+* :meth:`Runner.kill` from another thread: stop the whole tree (the wrapper then runs ``ci-cleanup.sh``);
+* never run one job twice: before starting, stop any earlier attempt of the same job key that still runs.
+
+Values are quoted with :func:`shlex.quote` in exactly one place, :func:`render_job_env`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+
+__all__ = ["Job", "JobOutcome", "Runner", "RunnerError", "job_key", "render_job_env", "wrapper_script"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class RunnerError(RuntimeError):
+    """The runner could not start, follow or stop a step (not the step's own failure)."""
+
+
+def wrapper_script() -> str:
+    return resources.files("flatcar_airflow.runners").joinpath("flatcar-step.sh").read_text()
+
+
+def job_key(*parts: object) -> str:
+    """A file-name-safe, stable identity of a job (dag, run, task, map index): the same for all attempts."""
+    text = "__".join(_KEY_CHARS.sub("_", str(part)).strip("_") for part in parts if part not in (None, ""))
+    if not text:
+        raise ValueError("a job key needs at least one part")
+    return text[:200]
+
+
+@dataclass
+class Job:
+    key: str
+    attempt: int
+    origin: str
+    ref: str
+    script: str
+    function: str
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)  # relative to the job dir, written 0600
+    cache: Mapping[str, str] = field(default_factory=dict)  # server, port, user, path_prefix
+    keep_workspace: bool = False
+
+
+@dataclass
+class JobOutcome:
+    rc: int
+    cleanup_rc: int = 0
+    skip_build: bool = False
+    signal: bool = False
+    images: list[tuple[str, int]] = field(default_factory=list)
+    tap: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_files(cls, result: str, images: str | None, tap: Mapping[str, str]) -> JobOutcome:
+        data = json.loads(result)
+        listing = []
+        for line in (images or "").splitlines():
+            size, _, name = line.partition(" ")
+            if name:
+                listing.append((name, int(size)))
+        return cls(
+            rc=int(data["rc"]),
+            cleanup_rc=int(data.get("cleanup_rc", 0)),
+            skip_build=bool(data.get("skip_build")),
+            signal=bool(data.get("signal")),
+            images=listing,
+            tap=dict(tap),
+        )
+
+
+def render_job_env(job: Job, *, mirror: str, workspace: str) -> str:
+    """``job.env`` for the wrapper. Every value passes through :func:`shlex.quote` here, and only here."""
+    q = shlex.quote
+    lines = [
+        f"FLATCAR_JOB_ORIGIN={q(job.origin)}",
+        f"FLATCAR_JOB_REF={q(job.ref)}",
+        f"FLATCAR_JOB_MIRROR={q(mirror)}",
+        f"FLATCAR_JOB_WORKSPACE={q(workspace)}",
+        f"FLATCAR_JOB_SCRIPT={q(job.script)}",
+        f"FLATCAR_JOB_FUNCTION={q(job.function)}",
+        "FLATCAR_JOB_ARGS=(" + " ".join(q(arg) for arg in job.args) + ")",
+        f"FLATCAR_JOB_KEEP_WORKSPACE={1 if job.keep_workspace else 0}",
+    ]
+    for name in ("server", "port", "user", "path_prefix", "key_file"):
+        value = job.cache.get(name)
+        if value:
+            lines.append(f"FLATCAR_JOB_CACHE_{name.upper()}={q(str(value))}")
+    for name, value in {**job.env, **job.secret_env}.items():
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"environment variable name {name!r} is not a valid shell name")
+        lines.append(f"export {name}={q(str(value))}")
+    return "\n".join(lines) + "\n"
+
+
+class Runner(ABC):
+    """Runs :class:`Job` s on one kind of build host. Instances serve one task attempt."""
+
+    #: Seconds the wrapper gets after SIGTERM to stop the step and run ``ci-cleanup.sh``.
+    stop_grace: float = 120.0
+
+    def __init__(self) -> None:
+        self._killed = threading.Event()
+
+    @abstractmethod
+    def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+        """Run the job to its end and return its outcome; raises :class:`RunnerError` if it cannot."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the running job's whole process tree (or container); its cleanup runs."""
+
+    @property
+    def killed(self) -> bool:
+        return self._killed.is_set()
+
+    def describe(self) -> str:
+        return type(self).__name__

@@ -1,0 +1,238 @@
+"""Docker runner: the step runs in a runner container on a Docker host (docker SDK, as providers-docker).
+
+The runner image (``docker/runner/Dockerfile``) has what the scripts need. The host's docker socket is
+mounted so the scripts can start the SDK containers, and ``root`` (mirrors and work trees) is mounted at
+the same path as on the host, because the scripts bind-mount their work tree into the containers they
+start and the Docker host resolves those paths. The job directory (wrapper, job.env, keys) is copied into
+the container before it starts and never touches the host's disk.
+
+Stopping: ``docker stop`` sends SIGTERM to the wrapper (PID 1), which stops the step's processes and runs
+``ci-cleanup.sh`` (removing the step's SDK containers). A runner container that had to be killed hard
+gets its work tree's cleanup from a fresh container. An earlier attempt's container of the same job that
+still runs is stopped before a new one starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import queue
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+
+from docker.errors import APIError, DockerException, NotFound
+
+import docker
+
+from .base import Job, JobOutcome, Runner, RunnerError, render_job_env, wrapper_script
+from .local import DEFAULT_ROOT, host_paths
+
+__all__ = ["DockerRunner"]
+
+_LABEL = "io.flatcar-airflow.job"
+_JOB_ROOT = "/flatcar-job"
+
+
+class DockerRunner(Runner):
+    def __init__(
+        self,
+        image: str,
+        root: str = DEFAULT_ROOT,
+        docker_url: str | None = None,
+        network_mode: str = "host",
+        docker_conn_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.image = image
+        self.root = root
+        self.docker_url = docker_url
+        self.network_mode = network_mode
+        self.docker_conn_id = docker_conn_id
+        self._container = None
+
+    def describe(self) -> str:
+        return f"docker ({self.image} on {self.docker_url or 'the local Docker host'}, {self.root})"
+
+    def _client(self) -> docker.DockerClient:
+        try:
+            if self.docker_url:
+                client = docker.DockerClient(base_url=self.docker_url, timeout=120)
+            else:
+                client = docker.from_env(timeout=120)
+            if self.docker_conn_id:
+                from airflow.providers.docker.hooks.docker import DockerHook
+
+                DockerHook(docker_conn_id=self.docker_conn_id, base_url=client.api.base_url).get_conn()
+            return client
+        except DockerException as err:
+            raise RunnerError(f"cannot reach the Docker host: {err}") from None
+
+    def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+        client = self._client()
+        mirror, workspace, _ = host_paths(self.root, job)
+        job_dir = f"{_JOB_ROOT}/{job.attempt}"
+        self._stop_earlier_attempts(client, job, workspace, on_line)
+        name = f"flatcar-airflow-{job.key}"[:200] + f"-{job.attempt}"
+        try:
+            container = client.containers.create(
+                self.image,
+                command=["bash", f"{job_dir}/flatcar-step.sh", job_dir],
+                name=name,
+                labels={_LABEL: job.key, f"{_LABEL}.attempt": str(job.attempt)},
+                volumes={
+                    "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+                    self.root: {"bind": self.root, "mode": "rw"},
+                },
+                network_mode=self.network_mode,
+                stdin_open=False,
+                tty=False,
+                working_dir="/",
+            )
+        except NotFound as err:
+            raise RunnerError(f"runner image {self.image!r} not found on the Docker host: {err}") from None
+        except APIError as err:
+            raise RunnerError(f"cannot create the runner container: {err}") from None
+        self._container = container
+        try:
+            container.put_archive("/", _job_archive(job, job_dir, mirror, workspace))
+            if self.killed:
+                raise RunnerError("the task was stopped before the step started")
+            container.start()
+            self._follow(container, on_line, on_tick)
+            status = container.wait(timeout=None)
+            outcome = self._collect(container, job_dir)
+            if outcome is None:
+                on_line("[flatcar-airflow] the runner container ended without a result: running the cleanup")
+                self._fallback_cleanup(client, workspace, job.keep_workspace)
+                raise RunnerError(
+                    f"the runner container ended without a result (exit {status.get('StatusCode')})"
+                )
+            return outcome
+        finally:
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
+
+    def _follow(self, container, on_line, on_tick) -> None:
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def pump() -> None:
+            buffer = b""
+            try:
+                for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n")
+                    for line in complete:
+                        lines.put(line.decode("utf-8", "replace"))
+            finally:
+                if buffer:
+                    lines.put(buffer.decode("utf-8", "replace"))
+                lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        while True:
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                on_tick()
+                continue
+            if line is None:
+                break
+            on_line(line)
+            on_tick()
+
+    def _collect(self, container, job_dir: str) -> JobOutcome | None:
+        files = _read_dir(container, job_dir)
+        if "result.json" not in files:
+            return None
+        tap = {name.removeprefix("tap/"): text for name, text in files.items() if name.startswith("tap/")}
+        return JobOutcome.from_files(files["result.json"], files.get("images.list"), tap)
+
+    def _stop_earlier_attempts(self, client, job: Job, workspace: str, on_line) -> None:
+        """Never run one job twice: stop (and clean up after) an earlier attempt's container."""
+        for container in client.containers.list(all=True, filters={"label": f"{_LABEL}={job.key}"}):
+            attempt = container.labels.get(f"{_LABEL}.attempt", "?")
+            if container.status in ("running", "restarting", "paused"):
+                on_line(
+                    f"[flatcar-airflow] stopping earlier attempt {attempt} of this step ({container.name})"
+                )
+                container.stop(timeout=int(self.stop_grace))
+            outcome = self._collect(container, f"{_JOB_ROOT}/{attempt}")
+            if outcome is None:
+                self._fallback_cleanup(client, workspace, False)
+            container.remove(force=True)
+
+    def _fallback_cleanup(self, client, workspace: str, keep: bool) -> None:
+        """Run the work tree's ci-cleanup.sh from a fresh runner container (the wrapper could not)."""
+        script = (
+            'cd "$1" 2>/dev/null || exit 0; [ -f ci-cleanup.sh ] && bash ./ci-cleanup.sh; '
+            'cd /; [ "$2" = 1 ] || rm -rf "$1"'
+        )
+        with contextlib.suppress(DockerException):
+            client.containers.run(
+                self.image,
+                command=["bash", "-c", script, "cleanup", workspace, "1" if keep else "0"],
+                volumes={
+                    "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+                    self.root: {"bind": self.root, "mode": "rw"},
+                },
+                network_mode=self.network_mode,
+                remove=True,
+            )
+
+    def kill(self) -> None:
+        self._killed.set()
+        container = self._container
+        if container is None:
+            return
+
+        def stop() -> None:
+            with contextlib.suppress(DockerException):
+                container.stop(timeout=int(self.stop_grace))
+
+        threading.Thread(target=stop, daemon=True).start()
+
+
+def _job_archive(job: Job, job_dir: str, mirror: str, workspace: str) -> bytes:
+    """A tar of the job directory, private files 0600, for ``put_archive`` into the container."""
+    buffer = io.BytesIO()
+    now = time.time()
+    entries = {
+        "flatcar-step.sh": (wrapper_script().encode(), 0o755),
+        "job.env": (render_job_env(job, mirror=mirror, workspace=workspace).encode(), 0o600),
+        **{name: (content, 0o600) for name, content in job.files.items()},
+    }
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        directories = {job_dir.lstrip("/")}
+        for name in entries:
+            parts = name.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                directories.add(f"{job_dir.lstrip('/')}/{'/'.join(parts[:i])}")
+        for directory in sorted({_JOB_ROOT.lstrip("/"), *directories}):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, now
+            archive.addfile(info)
+        for name, (content, mode) in entries.items():
+            info = tarfile.TarInfo(f"{job_dir.lstrip('/')}/{name}")
+            info.size, info.mode, info.mtime = len(content), mode, now
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+def _read_dir(container, path: str) -> dict[str, str]:
+    """Regular files under ``path`` in a (possibly stopped) container, by relative name."""
+    try:
+        stream, _ = container.get_archive(path)
+    except NotFound:
+        return {}
+    data = b"".join(stream)
+    files: dict[str, str] = {}
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        base = path.rstrip("/").rsplit("/", 1)[-1]
+        for member in archive.getmembers():
+            if member.isfile():
+                handle = archive.extractfile(member)
+                if handle is not None:
+                    files[member.name.removeprefix(base + "/")] = handle.read().decode("utf-8", "replace")
+    return files

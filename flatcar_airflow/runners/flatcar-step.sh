@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# flatcar-airflow step wrapper: runs ONE Flatcar ci-automation step on a build host.
+#
+# Usage: flatcar-step.sh JOB_DIR            run the step described by JOB_DIR/job.env
+#        flatcar-step.sh --cleanup JOB_DIR  run the cleanup of a job whose wrapper was killed hard
+#
+# INPUTS (JOB_DIR, written by flatcar-airflow's runner; the directory is private to the job):
+#   job.env      shell assignments, every value quoted by flatcar-airflow (one place, shlex.quote):
+#                FLATCAR_JOB_ORIGIN, _REF, _MIRROR, _WORKSPACE, _SCRIPT, _FUNCTION, _ARGS (array),
+#                _KEEP_WORKSPACE, _CACHE_PATH_PREFIX, _CACHE_USER, _CACHE_SERVER, _CACHE_PORT,
+#                plus exported step variables (BUILDCACHE_SERVER, CURL_CA_BUNDLE, SIGNER, ...)
+#   ssh/id       optional private key for the build cache (loaded into a private ssh-agent)
+#   secrets/signing.key  optional signing key, given to the step as SIGNING_KEY
+# OUTPUTS (JOB_DIR):
+#   pid          this wrapper's pid (also its process group: the runner starts it in a new session)
+#   result.json  {"rc": N, "cleanup_rc": N, "skip_build": bool, "signal": bool}
+#   images.list  "<size> <name>" of the files the step left in the workspace's images/latest/
+#   tap/         the merged TAP reports a test step left in the workspace (__TESTS__/*/results-*.tap)
+#
+# What it does, in order: update the host's bare mirror of the scripts repo (incremental fetch, under a
+# lock); make a fresh work tree at the version tag (a `git clone --shared` of the mirror: no objects are
+# copied) whose origin is the real origin with current tracking refs; point the scripts at the build
+# cache (ci-config.env hard-codes BUILDCACHE_PATH_PREFIX and BUILDCACHE_USER; the override is appended and
+# hidden from git with --skip-worktree, so the scripts' own `git diff` checks still see the tag's tree);
+# run `source <script>; <function> <args>` with standard input closed; then ALWAYS run ./ci-cleanup.sh
+# (success, failure, or SIGTERM/SIGINT/SIGHUP, on which the whole process group is stopped first) and
+# remove the work tree.
+set -uo pipefail
+exec </dev/null
+
+say() { printf '[flatcar-airflow] %s\n' "$*"; }
+
+cleanup_only=0
+if [[ ${1:-} == --cleanup ]]; then
+    cleanup_only=1
+    shift
+fi
+job=${1:?usage: flatcar-step.sh [--cleanup] JOB_DIR}
+# shellcheck source=/dev/null
+source "$job/job.env"
+
+ws=$FLATCAR_JOB_WORKSPACE
+agent_pid=""
+rc=""
+signalled=false
+cleanup_rc=0
+
+run_cleanup() {
+    if [[ -f $ws/ci-cleanup.sh ]]; then
+        say "running ./ci-cleanup.sh"
+        (cd "$ws" && bash ./ci-cleanup.sh) || cleanup_rc=$?
+        say "cleanup finished (exit ${cleanup_rc})"
+    fi
+}
+
+if ((cleanup_only)); then
+    run_cleanup
+    [[ ${FLATCAR_JOB_KEEP_WORKSPACE:-0} == 1 ]] || rm -rf "$ws"
+    exit "$cleanup_rc"
+fi
+
+stop_earlier_attempts() {
+    # Never run one job twice: an earlier attempt of this job (a sibling directory) that still runs is
+    # stopped first; one whose wrapper died without a result gets its cleanup run now.
+    local dir pid grace=${FLATCAR_JOB_STOP_GRACE:-120}
+    for dir in "$job"/../[0-9]*/; do
+        dir=${dir%/}
+        [[ -d $dir && ! $dir -ef $job && -f $dir/flatcar-step.sh && $(basename "$dir") =~ ^[0-9]+$ ]] || continue
+        if [[ -f $dir/pid && ! -f $dir/result.json ]]; then
+            pid=$(<"$dir/pid")
+            if [[ $pid =~ ^[0-9]+$ ]] && grep -qs flatcar-step.sh "/proc/$pid/cmdline"; then
+                say "stopping an earlier attempt of this step ($(basename "$dir"), pid $pid)"
+                kill -TERM -- "-$pid" 2>/dev/null
+                for ((i = 0; i < grace * 5; i++)); do
+                    [[ -f $dir/result.json ]] && break
+                    grep -qs flatcar-step.sh "/proc/$pid/cmdline" || break
+                    sleep 0.2
+                done
+                kill -KILL -- "-$pid" 2>/dev/null
+            fi
+            if [[ ! -f $dir/result.json && -f $dir/job.env ]]; then
+                say "running the cleanup of the earlier attempt $(basename "$dir")"
+                bash "$job/flatcar-step.sh" --cleanup "$dir"
+            fi
+        fi
+        rm -rf "$dir"
+    done
+}
+
+echo "$$" >"$job/pid"
+stop_earlier_attempts
+
+finish() {
+    local status=$1
+    trap '' TERM INT HUP
+    [[ -n $rc ]] || rc=$status
+    run_cleanup
+    local skip=false
+    [[ -e $ws/skip-build ]] && skip=true
+    if [[ -d $ws/images/latest ]]; then
+        (cd "$ws/images/latest" && find . -maxdepth 1 -type f -printf '%s %P\n' | sort -k2) >"$job/images.list"
+    fi
+    if compgen -G "$ws/__TESTS__/*/results-*.tap" >/dev/null; then
+        mkdir -p "$job/tap"
+        cp "$ws"/__TESTS__/*/results-*.tap "$job/tap/"
+    fi
+    [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null
+    if [[ ${FLATCAR_JOB_KEEP_WORKSPACE:-0} != 1 ]]; then
+        rm -rf "$ws"
+    else
+        say "keeping the work tree $ws"
+    fi
+    rm -rf "$job/job.env" "$job/ssh/id" "$job/secrets"
+    printf '{"rc": %d, "cleanup_rc": %d, "skip_build": %s, "signal": %s}\n' \
+        "$rc" "$cleanup_rc" "$skip" "$signalled" >"$job/result.json.tmp"
+    mv "$job/result.json.tmp" "$job/result.json"
+    say "step finished (exit ${rc})"
+    exit "$rc"
+}
+
+on_signal() {
+    signalled=true
+    trap '' TERM INT HUP
+    say "stop requested: stopping the step's processes"
+    kill -TERM -- "-$$" 2>/dev/null
+    wait
+    rc=143
+    finish 143
+}
+trap on_signal TERM INT HUP
+
+fail() {
+    say "ERROR: $*"
+    rc=1
+    finish 1
+}
+
+# -- the host's mirror of the scripts repo -------------------------------------------------------------
+mkdir -p "$(dirname "$FLATCAR_JOB_MIRROR")" || fail "cannot create $(dirname "$FLATCAR_JOB_MIRROR")"
+exec {lock}>"$FLATCAR_JOB_MIRROR.lock"
+flock "$lock" || fail "cannot lock $FLATCAR_JOB_MIRROR"
+if [[ ! -d $FLATCAR_JOB_MIRROR ]]; then
+    say "creating the mirror $FLATCAR_JOB_MIRROR (once per build host)"
+    rm -rf "$FLATCAR_JOB_MIRROR.new"
+    git clone --quiet --bare "$FLATCAR_JOB_ORIGIN" "$FLATCAR_JOB_MIRROR.new" || fail "cannot clone the scripts repository"
+    git -C "$FLATCAR_JOB_MIRROR.new" config gc.auto 0
+    mv "$FLATCAR_JOB_MIRROR.new" "$FLATCAR_JOB_MIRROR"
+fi
+git -C "$FLATCAR_JOB_MIRROR" remote set-url origin "$FLATCAR_JOB_ORIGIN"
+git -C "$FLATCAR_JOB_MIRROR" fetch --quiet --prune --force origin \
+    '+refs/heads/*:refs/heads/*' '+refs/tags/*:refs/tags/*' || fail "cannot update the mirror"
+flock -u "$lock"
+
+# -- a fresh work tree at the tag ----------------------------------------------------------------------
+rm -rf "$ws"
+mkdir -p "$(dirname "$ws")"
+git clone --quiet --shared --no-checkout "$FLATCAR_JOB_MIRROR" "$ws" || fail "cannot create the work tree $ws"
+git -C "$ws" remote set-url origin "$FLATCAR_JOB_ORIGIN"
+git -C "$ws" rev-parse --verify --quiet "$FLATCAR_JOB_REF^{commit}" >/dev/null ||
+    fail "the scripts repository has no tag or commit '$FLATCAR_JOB_REF'"
+git -C "$ws" checkout --quiet --detach "$FLATCAR_JOB_REF" || fail "cannot check out $FLATCAR_JOB_REF"
+say "work tree $ws at $FLATCAR_JOB_REF ($(git -C "$ws" rev-parse --short HEAD))"
+
+# -- the build cache -----------------------------------------------------------------------------------
+config=$ws/ci-automation/ci-config.env
+if [[ -f $config && -n ${FLATCAR_JOB_CACHE_PATH_PREFIX:-} ]]; then
+    {
+        printf '\n# flatcar-airflow: build cache of this deployment (hidden from git by --skip-worktree)\n'
+        printf 'BUILDCACHE_PATH_PREFIX=%q\n' "$FLATCAR_JOB_CACHE_PATH_PREFIX"
+        printf 'BUILDCACHE_USER=%q\n' "$FLATCAR_JOB_CACHE_USER"
+    } >>"$config"
+    git -C "$ws" update-index --skip-worktree ci-automation/ci-config.env
+fi
+cache_key=""
+if [[ -f $job/ssh/id ]]; then
+    cache_key=$job/ssh/id
+elif [[ -n ${FLATCAR_JOB_CACHE_KEY_FILE:-} ]]; then
+    cache_key=$FLATCAR_JOB_CACHE_KEY_FILE
+fi
+if [[ -n $cache_key ]]; then
+    eval "$(ssh-agent -s)" >/dev/null || fail "cannot start ssh-agent"
+    agent_pid=$SSH_AGENT_PID
+    ssh-add -q "$cache_key" 2>/dev/null || fail "cannot load the build cache key"
+fi
+if [[ -f $job/secrets/signing.key ]]; then
+    export SIGNING_KEY=$job/secrets/signing.key
+fi
+if [[ -n ${FLATCAR_JOB_CACHE_PORT:-} ]]; then
+    mkdir -p "$job/bin"
+    {
+        printf 'Host %s\n    Port %s\n    User %s\n' "$FLATCAR_JOB_CACHE_SERVER" "$FLATCAR_JOB_CACHE_PORT" \
+            "$FLATCAR_JOB_CACHE_USER"
+        printf '    ServerAliveInterval 30\n'
+        printf 'Host *\n'
+        [[ -f /etc/ssh/ssh_config ]] && printf '    Include /etc/ssh/ssh_config\n'
+    } >"$job/ssh/config"
+    real_ssh=$(command -v ssh) || fail "ssh is not installed on the build host"
+    printf '#!/bin/sh\nexec %q -F %q "$@"\n' "$real_ssh" "$job/ssh/config" >"$job/bin/ssh"
+    chmod 0755 "$job/bin/ssh"
+    export PATH="$job/bin:$PATH"
+fi
+
+# -- the step ------------------------------------------------------------------------------------------
+cd "$ws" || fail "cannot enter $ws"
+say "running: source $FLATCAR_JOB_SCRIPT; $FLATCAR_JOB_FUNCTION ${FLATCAR_JOB_ARGS[*]}"
+bash -c 'set -o pipefail; source "$1" || exit 1; shift; "$@"' flatcar-step \
+    "$FLATCAR_JOB_SCRIPT" "$FLATCAR_JOB_FUNCTION" "${FLATCAR_JOB_ARGS[@]}" &
+step=$!
+while true; do
+    wait "$step"
+    status=$?
+    kill -0 "$step" 2>/dev/null || break
+done
+rc=$status
+finish "$rc"

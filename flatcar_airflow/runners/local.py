@@ -1,0 +1,154 @@
+"""Local runner: the step runs as a subprocess of the Airflow worker, in its own process group.
+
+Directories under ``root`` (default ``/var/lib/flatcar-airflow``): ``mirrors/<hash>.git`` (the host's
+mirror of the scripts repo), ``workspaces/<job key>`` (the step's work tree) and
+``jobs/<job key>/<attempt>`` (the job's private directory, removed when the attempt ends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .base import Job, JobOutcome, Runner, RunnerError, render_job_env, wrapper_script
+
+__all__ = ["LocalRunner", "host_paths"]
+
+DEFAULT_ROOT = "/var/lib/flatcar-airflow"
+
+
+def host_paths(root: str, job: Job) -> tuple[str, str, str]:
+    """(mirror, workspace, job dir) of a job under a build host's root directory."""
+    digest = hashlib.sha256(job.origin.encode()).hexdigest()[:16]
+    return (
+        f"{root}/mirrors/{digest}.git",
+        f"{root}/workspaces/{job.key}",
+        f"{root}/jobs/{job.key}/{job.attempt}",
+    )
+
+
+def _write_private(path: Path, content: bytes | str, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content.encode() if isinstance(content, str) else content)
+
+
+class LocalRunner(Runner):
+    """Runs the step wrapper on the Airflow worker itself."""
+
+    def __init__(self, root: str = DEFAULT_ROOT) -> None:
+        super().__init__()
+        self.root = root
+        self._proc: subprocess.Popen | None = None
+
+    def describe(self) -> str:
+        return f"local ({self.root})"
+
+    def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+        mirror, workspace, job_dir_name = host_paths(self.root, job)
+        job_dir = Path(job_dir_name)
+        if job_dir.exists():
+            shutil.rmtree(job_dir)
+        job_dir.mkdir(parents=True, mode=0o700)
+        (job_dir / "flatcar-step.sh").write_text(wrapper_script())
+        _write_private(job_dir / "job.env", render_job_env(job, mirror=mirror, workspace=workspace))
+        for name, content in job.files.items():
+            _write_private(job_dir / name, content)
+        if self.killed:
+            raise RunnerError("the task was stopped before the step started")
+        self._proc = subprocess.Popen(
+            ["bash", str(job_dir / "flatcar-step.sh"), str(job_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._follow(self._proc, on_line, on_tick)
+        return self._collect(job, job_dir, on_line)
+
+    def _follow(self, proc: subprocess.Popen, on_line, on_tick) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        buffer = b""
+        try:
+            while True:
+                if selector.select(timeout=1.0):
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        on_line(line.decode("utf-8", "replace"))
+                on_tick()
+        finally:
+            selector.close()
+            if buffer:
+                on_line(buffer.decode("utf-8", "replace"))
+            proc.wait()
+
+    def _collect(self, job: Job, job_dir: Path, on_line) -> JobOutcome:
+        result = job_dir / "result.json"
+        try:
+            if not result.exists():
+                on_line("[flatcar-airflow] the wrapper ended without a result: running the cleanup")
+                self._fallback_cleanup(job_dir)
+                raise RunnerError(f"the step wrapper ended without a result (exit {self._proc.returncode})")
+            images = job_dir / "images.list"
+            tap_dir = job_dir / "tap"
+            tap = (
+                {p.name: p.read_text(errors="replace") for p in sorted(tap_dir.glob("*.tap"))}
+                if tap_dir.is_dir()
+                else {}
+            )
+            return JobOutcome.from_files(
+                result.read_text(), images.read_text() if images.exists() else None, tap
+            )
+        finally:
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _fallback_cleanup(self, job_dir: Path) -> None:
+        """The wrapper was killed hard: run the workspace's ci-cleanup.sh ourselves."""
+        env_file = job_dir / "job.env"
+        if env_file.exists():
+            subprocess.run(
+                ["bash", str(job_dir / "flatcar-step.sh"), "--cleanup", str(job_dir)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=self.stop_grace,
+                check=False,
+            )
+
+    def kill(self) -> None:
+        self._killed.set()
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        threading.Thread(
+            target=_stop_group, args=(proc.pid, self.stop_grace, lambda: proc.poll() is not None), daemon=True
+        ).start()
+
+
+def _stop_group(pgid: int, grace: float, done: Callable[[], bool]) -> None:
+    """SIGTERM the process group, give it ``grace`` seconds (the wrapper cleans up), then SIGKILL."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if done():
+            break
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,250 @@
+"""SSH runner: the step runs on a build host reached through an Airflow SSH connection (providers-ssh).
+
+The wrapper is started detached on the host (``setsid``, output to a log file in the job directory), so
+the step does not depend on the ssh connection: we follow the log over SFTP and, when the connection
+drops, reconnect for up to ``reconnect_timeout`` seconds and continue where we were. If the host stays
+unreachable the attempt fails; the retry's wrapper first stops the earlier attempt if it still runs, so a
+step never runs twice. There is no command timeout (the provider's default 10 s does not apply).
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paramiko
+
+from .base import Job, JobOutcome, Runner, RunnerError, render_job_env, wrapper_script
+from .local import DEFAULT_ROOT, host_paths
+
+__all__ = ["SSHRunner"]
+
+_CONNECTION_ERRORS = (paramiko.SSHException, socket.error, EOFError, OSError)
+
+
+class SSHRunner(Runner):
+    def __init__(
+        self,
+        ssh_conn_id: str,
+        root: str = DEFAULT_ROOT,
+        reconnect_timeout: float = 300.0,
+        poll_interval: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.ssh_conn_id = ssh_conn_id
+        self.root = root
+        self.reconnect_timeout = float(reconnect_timeout)
+        self.poll_interval = float(poll_interval)
+        self._client: paramiko.SSHClient | None = None
+        self._sftp: paramiko.SFTPClient | None = None
+        self._pid: int | None = None
+        self._job_dir: str | None = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"ssh ({self.ssh_conn_id}, {self.root})"
+
+    # -- connection ----------------------------------------------------------------------------------
+    def _connect(self) -> paramiko.SSHClient:
+        from airflow.providers.ssh.hooks.ssh import SSHHook
+
+        hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=None, conn_timeout=30)
+        client = hook.get_conn()
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+        return client
+
+    def _session(self) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        with self._lock:
+            if self._client is None or self._sftp is None:
+                self._client = self._connect()
+                self._sftp = self._client.open_sftp()
+            return self._client, self._sftp
+
+    def _drop(self) -> None:
+        with self._lock:
+            for closable in (self._sftp, self._client):
+                try:
+                    if closable is not None:
+                        closable.close()
+                except Exception:  # noqa: S110 - best effort on a broken connection
+                    pass
+            self._client = self._sftp = None
+
+    def _exec(self, command: str, timeout: float = 120.0) -> tuple[int, str]:
+        client, _ = self._session()
+        _, stdout, stderr = client.exec_command(command, timeout=timeout)
+        out = stdout.read().decode("utf-8", "replace")
+        err = stderr.read().decode("utf-8", "replace")
+        return stdout.channel.recv_exit_status(), out + err
+
+    # -- the job -------------------------------------------------------------------------------------
+    def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+        mirror, workspace, job_dir = host_paths(self.root, job)
+        self._job_dir = job_dir
+        try:
+            self._prepare(job, job_dir, mirror, workspace)
+            if self.killed:
+                raise RunnerError("the task was stopped before the step started")
+            self._start(job_dir)
+        except _CONNECTION_ERRORS as err:
+            self._drop()
+            raise RunnerError(f"cannot start the step on the build host: {err}") from None
+        self._follow(job_dir, on_line, on_tick)
+        try:
+            return self._collect(job_dir)
+        finally:
+            self._drop()
+
+    def _prepare(self, job: Job, job_dir: str, mirror: str, workspace: str) -> None:
+        d = shlex.quote(job_dir)
+        status, output = self._exec(
+            f"mkdir -p {d} && chmod 0700 {d} && rm -rf {d}/* && mkdir -p {d}/ssh {d}/secrets"
+        )
+        if status != 0:
+            raise RunnerError(
+                f"cannot create the job directory {job_dir} on the build host: {output.strip()}"
+            )
+        _, sftp = self._session()
+        self._put(sftp, f"{job_dir}/flatcar-step.sh", wrapper_script().encode(), 0o755)
+        self._put(
+            sftp,
+            f"{job_dir}/job.env",
+            render_job_env(job, mirror=mirror, workspace=workspace).encode(),
+            0o600,
+        )
+        for name, content in job.files.items():
+            self._put(sftp, f"{job_dir}/{name}", content, 0o600)
+
+    @staticmethod
+    def _put(sftp: paramiko.SFTPClient, path: str, content: bytes, mode: int) -> None:
+        with sftp.open(path, "wb") as handle:
+            handle.chmod(mode)
+            handle.write(content)
+
+    def _start(self, job_dir: str) -> None:
+        q = shlex.quote
+        command = (
+            f"setsid -f bash {q(job_dir + '/flatcar-step.sh')} {q(job_dir)} "
+            f">{q(job_dir + '/log')} 2>&1 </dev/null"
+        )
+        status, output = self._exec(command)
+        if status != 0:
+            raise RunnerError(f"cannot start the step wrapper on the build host: {output.strip()}")
+        _, sftp = self._session()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with sftp.open(f"{job_dir}/pid") as handle:
+                    text = handle.read().decode().strip()
+                if text.isdigit():
+                    self._pid = int(text)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RunnerError("the step wrapper did not start on the build host within 60 s")
+
+    def _follow(self, job_dir: str, on_line, on_tick) -> None:
+        offset = 0
+        buffer = b""
+        lost_since: float | None = None
+        while True:
+            try:
+                _, sftp = self._session()
+                done = _exists(sftp, f"{job_dir}/result.json")
+                with sftp.open(f"{job_dir}/log", "rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read()
+                if lost_since is not None:
+                    away = time.monotonic() - lost_since
+                    on_line(f"[flatcar-airflow] reconnected to the build host after {away:.0f} s")
+                    lost_since = None
+            except _CONNECTION_ERRORS as err:
+                self._drop()
+                now = time.monotonic()
+                if lost_since is None:
+                    lost_since = now
+                    on_line(f"[flatcar-airflow] lost the connection to the build host ({err}); reconnecting")
+                if now - lost_since > self.reconnect_timeout:
+                    raise RunnerError(
+                        f"lost the connection to the build host for over {self.reconnect_timeout:.0f} s; "
+                        "the step may still run there: the retry stops it before starting again"
+                    ) from None
+                on_tick()
+                time.sleep(min(2.0, max(self.poll_interval, 0.2)))
+                continue
+            if chunk:
+                offset += len(chunk)
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    on_line(line.decode("utf-8", "replace"))
+            on_tick()
+            if done and not chunk:
+                break
+            if not chunk:
+                time.sleep(self.poll_interval)
+        if buffer:
+            on_line(buffer.decode("utf-8", "replace"))
+
+    def _collect(self, job_dir: str) -> JobOutcome:
+        _, sftp = self._session()
+
+        def read(name: str) -> str | None:
+            try:
+                with sftp.open(f"{job_dir}/{name}", "rb") as handle:
+                    return handle.read().decode("utf-8", "replace")
+            except OSError:
+                return None
+
+        result = read("result.json")
+        if result is None:
+            raise RunnerError("the step wrapper ended without a result")
+        tap: dict[str, Any] = {}
+        try:
+            for entry in sftp.listdir_attr(f"{job_dir}/tap"):
+                if entry.filename.endswith(".tap") and stat.S_ISREG(entry.st_mode or 0):
+                    tap[entry.filename] = read(f"tap/{entry.filename}") or ""
+        except OSError:
+            pass
+        outcome = JobOutcome.from_files(result, read("images.list"), tap)
+        self._exec(f"rm -rf {shlex.quote(job_dir)}")
+        return outcome
+
+    def kill(self) -> None:
+        self._killed.set()
+        pid, job_dir = self._pid, self._job_dir
+        if pid is None or job_dir is None:
+            return
+        result = shlex.quote(f"{job_dir}/result.json")
+        command = (
+            f"kill -TERM -- -{pid}; for i in $(seq {int(self.stop_grace)}); do "
+            f"[ -f {result} ] && exit 0; sleep 1; done; kill -KILL -- -{pid} 2>/dev/null; exit 0"
+        )
+
+        def stop() -> None:
+            try:
+                client = self._connect()
+                try:
+                    client.exec_command(command, timeout=self.stop_grace + 60)[1].channel.recv_exit_status()
+                finally:
+                    client.close()
+            except _CONNECTION_ERRORS:
+                pass
+
+        threading.Thread(target=stop, daemon=True).start()
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.stat(path)
+    except OSError:
+        return False
+    return True
