@@ -7,9 +7,12 @@ ask to skip, run slowly, or hang with a child process and a container for the ki
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,19 +84,52 @@ def probe_image():
     return "flatcar-airflow-test/busybox:probe"
 
 
-def probe_job(origin, tmp_path, *args, mode="ok", attempt=1, key="probe-job", **env) -> Job:
-    marks = tmp_path / "marks"
-    return Job(
-        key=key,
-        attempt=attempt,
-        origin=origin.url,
-        ref="main-4799.0.0-probe",
-        script="ci-automation/probe.sh",
-        function="probe",
-        args=list(args),
-        env={"PROBE_MODE": mode, "PROBE_MARKS": str(marks), "BUILDCACHE_SERVER": "cache.example", **env},
-        cache={"server": "cache.example", "user": "builder", "path_prefix": "/srv/cache dir"},
-    )
+@pytest.fixture(params=["local", "docker"])
+def bench(request, probe_origin, tmp_path):
+    """A runner of each kind, a root for its mirrors and work trees, and where the probe leaves marks.
+
+    The docker runner mounts its root at the same path: the origin and the marks file live there too.
+    """
+    root = tmp_path / "root"
+    root.mkdir()
+    origin = probe_origin.url
+    if request.param == "docker":
+        from flatcar_airflow.runners.docker import DockerRunner
+
+        image = request.getfixturevalue("runner_image")
+        origin = str(root / "origin.git")
+        shutil.copytree(probe_origin.url, origin)
+        runner_factory = lambda: DockerRunner(image=image, root=str(root))  # noqa: E731
+    else:
+        runner_factory = lambda: LocalRunner(root=str(root))  # noqa: E731
+    return Bench(request.param, root, origin, root / "marks", runner_factory)
+
+
+@dataclass
+class Bench:
+    kind: str
+    root: Path
+    origin: str
+    marks: Path
+    make_runner: object
+
+    def job(self, *args, mode="ok", attempt=1, key="probe-job", **env) -> Job:
+        return Job(
+            key=key,
+            attempt=attempt,
+            origin=self.origin,
+            ref="main-4799.0.0-probe",
+            script="ci-automation/probe.sh",
+            function="probe",
+            args=list(args),
+            env={
+                "PROBE_MODE": mode,
+                "PROBE_MARKS": str(self.marks),
+                "BUILDCACHE_SERVER": "cache.example",
+                **env,
+            },
+            cache={"server": "cache.example", "user": "builder", "path_prefix": "/srv/cache dir"},
+        )
 
 
 def run(runner, job):
@@ -103,10 +139,9 @@ def run(runner, job):
     return outcome, lines, ticks[0]
 
 
-def test_local_runner_runs_the_step_as_the_scripts_expect(probe_origin, tmp_path):
-    runner = LocalRunner(root=str(tmp_path / "root"))
+def test_runner_runs_the_step_as_the_scripts_expect(bench, probe_origin):
     hostile = "a b'c\"$(touch /tmp/pwned-by-arg)`id`"
-    outcome, lines, _ = run(runner, probe_job(probe_origin, tmp_path, "amd64", hostile))
+    outcome, lines, _ = run(bench.make_runner(), bench.job("amd64", hostile))
 
     assert outcome.rc == 0 and not outcome.skip_build and not outcome.signal
     assert "args:2" in lines and "arg=<amd64>" in lines and f"arg=<{hostile}>" in lines
@@ -115,28 +150,25 @@ def test_local_runner_runs_the_step_as_the_scripts_expect(probe_origin, tmp_path
     assert "cache=builder@cache.example:/srv/cache dir" in lines
     assert "tree-clean" in lines  # the cache override is hidden from git
     assert "stdin-closed" in lines
-    assert (tmp_path / "marks").read_text() == "cleanup-ran\n"
+    assert bench.marks.read_text() == "cleanup-ran\n"
     assert outcome.images == [("flatcar_production_image.bin.bz2", 5)]
     assert "not ok 2 - cl.network" in outcome.tap["results-qemu.tap"]
     # work tree and job directory are gone; the mirror stays for the next step
-    assert list((tmp_path / "root" / "workspaces").iterdir()) == []
-    assert not (tmp_path / "root" / "jobs" / "probe-job" / "1").exists()
-    assert len(list((tmp_path / "root" / "mirrors").glob("*.git"))) == 1
+    assert list((bench.root / "workspaces").iterdir()) == []
+    assert not (bench.root / "jobs" / "probe-job" / "1").exists()
+    assert len(list((bench.root / "mirrors").glob("*.git"))) == 1
 
 
-def test_local_runner_reports_failure_and_skip_build_and_still_cleans_up(probe_origin, tmp_path):
-    runner = LocalRunner(root=str(tmp_path / "root"))
-    failed, lines, _ = run(runner, probe_job(probe_origin, tmp_path, mode="fail"))
+def test_runner_reports_failure_and_skip_build_and_still_cleans_up(bench):
+    failed, lines, _ = run(bench.make_runner(), bench.job(mode="fail"))
     assert failed.rc == 3 and "failing" in lines
-    skipped, _, _ = run(runner, probe_job(probe_origin, tmp_path, mode="skip"))
+    skipped, _, _ = run(bench.make_runner(), bench.job(mode="skip", attempt=2))
     assert skipped.rc == 0 and skipped.skip_build
-    assert (tmp_path / "marks").read_text() == "cleanup-ran\ncleanup-ran\n"
+    assert bench.marks.read_text() == "cleanup-ran\ncleanup-ran\n"
 
 
-def test_local_runner_ticks_while_the_step_is_quiet(probe_origin, tmp_path):
-    _, _, ticks = run(
-        LocalRunner(root=str(tmp_path / "root")), probe_job(probe_origin, tmp_path, mode="slow")
-    )
+def test_runner_ticks_while_the_step_is_quiet(bench):
+    _, _, ticks = run(bench.make_runner(), bench.job(mode="slow"))
     assert ticks >= 3
 
 
@@ -154,21 +186,20 @@ def _container_exists(name: str) -> bool:
     return bool(out.strip())
 
 
-def test_killing_a_local_step_stops_processes_and_containers_and_runs_cleanup(
-    probe_origin, probe_image, tmp_path
-):
-    runner = LocalRunner(root=str(tmp_path / "root"))
+def test_killing_a_step_stops_processes_and_containers_and_runs_cleanup(bench, probe_image):
+    runner = bench.make_runner()
     runner.stop_grace = 30
-    job = probe_job(probe_origin, tmp_path, mode="hang", PROBE_ID="local-kill", PROBE_IMAGE=probe_image)
+    name = f"probe-{bench.kind}-kill"
+    job = bench.job(mode="hang", PROBE_ID=f"{bench.kind}-kill", PROBE_IMAGE=probe_image)
     result: dict = {}
     thread = threading.Thread(
         target=lambda: result.update(zip(("outcome", "lines", "ticks"), run(runner, job), strict=True))
     )
     thread.start()
     deadline = time.monotonic() + 60
-    while not _container_exists("probe-local-kill") and time.monotonic() < deadline:
+    while not _container_exists(name) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _container_exists("probe-local-kill")
+    assert _container_exists(name)
     time.sleep(0.5)
 
     runner.kill()
@@ -176,27 +207,45 @@ def test_killing_a_local_step_stops_processes_and_containers_and_runs_cleanup(
 
     assert not thread.is_alive()
     assert result["outcome"].signal and result["outcome"].rc == 143
-    assert (tmp_path / "marks").read_text() == "cleanup-ran\n"
-    assert not _container_exists("probe-local-kill")
-    assert _gone(str(tmp_path / "root"))
+    assert bench.marks.read_text() == "cleanup-ran\n"
+    assert not _container_exists(name)
+    assert _gone(str(bench.root))
     assert _gone("sleep 600")
+    assert not _runner_containers()
 
 
-def test_a_new_attempt_stops_the_earlier_one_still_running(probe_origin, probe_image, tmp_path):
-    root = str(tmp_path / "root")
-    first = LocalRunner(root=root)
-    hanging = probe_job(probe_origin, tmp_path, mode="hang", PROBE_ID="attempt-1", PROBE_IMAGE=probe_image)
-    thread = threading.Thread(target=lambda: run(first, hanging), daemon=True)
+def test_a_new_attempt_stops_the_earlier_one_still_running(bench, probe_image):
+    first = bench.make_runner()
+    name = f"probe-{bench.kind}-attempt-1"
+    hanging = bench.job(mode="hang", PROBE_ID=f"{bench.kind}-attempt-1", PROBE_IMAGE=probe_image)
+    thread = threading.Thread(target=lambda: _swallow(run, first, hanging), daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
-    while not _container_exists("probe-attempt-1") and time.monotonic() < deadline:
+    while not _container_exists(name) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _container_exists("probe-attempt-1")
+    assert _container_exists(name)
 
-    outcome, lines, _ = run(LocalRunner(root=root), probe_job(probe_origin, tmp_path, attempt=2))
+    outcome, lines, _ = run(bench.make_runner(), bench.job(attempt=2))
 
     assert outcome.rc == 0
-    assert any("stopping an earlier attempt of this step (1" in line for line in lines)
+    assert any("earlier attempt" in line and "1" in line for line in lines)
     thread.join(timeout=60)
-    assert not _container_exists("probe-attempt-1")
-    assert (tmp_path / "marks").read_text().count("cleanup-ran") == 2
+    assert not _container_exists(name)
+    assert bench.marks.read_text().count("cleanup-ran") == 2
+    assert not _runner_containers()
+
+
+def _swallow(function, *args):
+    """Run the earlier attempt; it ends stopped by the later one (its outcome does not matter here)."""
+    with contextlib.suppress(Exception):
+        function(*args)
+
+
+def _runner_containers() -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", "label=io.flatcar-airflow.job", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
