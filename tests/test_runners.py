@@ -8,7 +8,10 @@ ask to skip, run slowly, or hang with a child process and a container for the ki
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -32,9 +35,9 @@ function probe() {
     if read -r -t 1 line; then echo "stdin-open"; else echo "stdin-closed"; fi
     [ -f ci-cleanup.sh ] || echo '#!/bin/bash' > ci-cleanup.sh
     echo "echo cleanup-ran >> '${PROBE_MARKS}'" >> ci-cleanup.sh
-    mkdir -p images/latest __TESTS__/qemu
+    mkdir -p images/latest
     echo data > images/latest/flatcar_production_image.bin.bz2
-    printf '1..2\nok 1 - cl.basic\nnot ok 2 - cl.network\n' > __TESTS__/qemu/results-qemu.tap
+    printf '1..2\nok 1 - cl.basic\nnot ok 2 - cl.network\n' > results-qemu.tap
     case "${PROBE_MODE:-ok}" in
         fail) echo "failing"; return 3 ;;
         skip) touch skip-build ;;
@@ -84,8 +87,8 @@ def probe_image():
     return "flatcar-airflow-test/busybox:probe"
 
 
-@pytest.fixture(params=["local", "docker"])
-def bench(request, probe_origin, tmp_path):
+@pytest.fixture(params=["local", "ssh", "docker"])
+def bench(request, probe_origin, tmp_path, monkeypatch):
     """A runner of each kind, a root for its mirrors and work trees, and where the probe leaves marks.
 
     The docker runner mounts its root at the same path: the origin and the marks file live there too.
@@ -100,6 +103,19 @@ def bench(request, probe_origin, tmp_path):
         origin = str(root / "origin.git")
         shutil.copytree(probe_origin.url, origin)
         runner_factory = lambda: DockerRunner(image=image, root=str(root))  # noqa: E731
+    elif request.param == "ssh":
+        from flatcar_airflow.runners.ssh import SSHRunner
+
+        cache = request.getfixturevalue("build_cache")
+        conn = {
+            "conn_type": "ssh",
+            "host": cache.server,
+            "port": cache.ssh_port,
+            "login": cache.user,
+            "extra": {"key_file": str(cache.key_file), "host_key": cache.host_key},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_PROBE_BUILD_HOST", json.dumps(conn))
+        runner_factory = lambda: SSHRunner(ssh_conn_id="probe_build_host", root=str(root), poll_interval=0.2)  # noqa: E731
     else:
         runner_factory = lambda: LocalRunner(root=str(root))  # noqa: E731
     return Bench(request.param, root, origin, root / "marks", runner_factory)
@@ -172,8 +188,14 @@ def test_runner_ticks_while_the_step_is_quiet(bench):
     assert ticks >= 3
 
 
-def _gone(pattern: str) -> bool:
-    return subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode != 0
+def _gone(pattern: str, within: float = 5.0) -> bool:
+    """No process matches ``pattern`` (within a few seconds: stopped processes take a moment to exit)."""
+    deadline = time.monotonic() + within
+    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _container_exists(name: str) -> bool:
@@ -249,3 +271,37 @@ def _runner_containers() -> list[str]:
         check=True,
     ).stdout
     return out.split()
+
+
+def test_ssh_step_survives_a_dropped_connection(probe_origin, build_cache, tmp_path, monkeypatch):
+    from flatcar_airflow.runners.ssh import SSHRunner
+
+    conn = {
+        "conn_type": "ssh",
+        "host": build_cache.server,
+        "port": build_cache.ssh_port,
+        "login": build_cache.user,
+        "extra": {"key_file": str(build_cache.key_file), "host_key": build_cache.host_key},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_PROBE_BUILD_HOST", json.dumps(conn))
+    bench = Bench("ssh", tmp_path / "root", probe_origin.url, tmp_path / "marks", None)
+    runner = SSHRunner(ssh_conn_id="probe_build_host", root=str(bench.root), poll_interval=0.2)
+    job = bench.job(mode="slow", PROBE_SLOW="6")
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.update(zip(("outcome", "lines", "ticks"), run(runner, job), strict=True))
+    )
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not (bench.root / "jobs" / "probe-job" / "1" / "pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    for pid in build_cache.ssh_session_pids():
+        os.kill(pid, signal.SIGKILL)  # the network drops: every ssh session of ours is cut
+    thread.join(timeout=120)
+
+    assert result["outcome"].rc == 0
+    assert any("lost the connection to the build host" in line for line in result["lines"])
+    assert any("reconnected to the build host" in line for line in result["lines"])
+    assert "probe done" in result["lines"]
+    assert bench.marks.read_text() == "cleanup-ran\n"

@@ -10,9 +10,11 @@ port          ssh port for writes (default 22; other ports reach the scripts' ss
 login         ssh user (``BUILDCACHE_USER``)
 extra         ``path_prefix`` (``BUILDCACHE_PATH_PREFIX``, required), ``private_key`` (PEM text) or
               ``key_file`` (a path on the build host) for ssh, ``http_url`` (base URL for our existence
-              checks; default ``https://<host>``), ``ca_bundle`` (a CA file path for HTTPS, given to the
-              steps as ``CURL_CA_BUNDLE`` and used by our checks), ``verify`` (false disables TLS checks
-              of our own reads only)
+              checks; default ``https://<host>``), ``ca_bundle`` (CA certificates for HTTPS: PEM text or
+              a path on the Airflow worker; the steps get them as ``CURL_CA_BUNDLE``, and our checks trust
+              them), ``verify`` (false disables TLS checks of our own reads only), ``host_key`` (the ssh
+              server's public key ``<type> <base64>``, checked when flatcar-airflow itself writes a file;
+              without it the worker's known_hosts must know the server)
 ============  ==========================================================================================
 
 The private key is masked in logs and only ever written into a job's private directory on the build host.
@@ -20,6 +22,10 @@ The private key is masked in logs and only ever written into a job's private dir
 
 from __future__ import annotations
 
+import base64
+import io
+import os
+import ssl
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,13 +48,20 @@ class BuildCacheSettings:
     key_file: str | None = None
     ca_bundle: str | None = None
     verify: bool = True
+    host_key: str | None = None
 
     def step_environment(self) -> dict[str, str]:
-        """Non-secret variables every step gets."""
-        env = {"BUILDCACHE_SERVER": self.server}
-        if self.ca_bundle:
-            env["CURL_CA_BUNDLE"] = self.ca_bundle
-        return env
+        """Non-secret variables every step gets (the CA reaches it as a job file, see :meth:`ca_pem`)."""
+        return {"BUILDCACHE_SERVER": self.server}
+
+    def ca_pem(self) -> bytes | None:
+        """The CA certificates for HTTPS reads: PEM text from the connection, or read from a path."""
+        if not self.ca_bundle:
+            return None
+        if self.ca_bundle.lstrip().startswith("-----BEGIN"):
+            return self.ca_bundle.encode()
+        with open(self.ca_bundle, "rb") as handle:
+            return handle.read()
 
     def job_cache(self) -> dict[str, str]:
         """Settings the step wrapper applies (path prefix and user override ci-config.env)."""
@@ -124,14 +137,18 @@ class BuildCacheHook(BaseHook):
             private_key=private_key,
             key_file=extra.get("key_file"),
             ca_bundle=extra.get("ca_bundle"),
+            host_key=extra.get("host_key"),
             verify=str(verify).lower() not in ("false", "0", "no"),
         )
 
     def get_conn(self) -> httpx.Client:
         settings = self.settings
-        verify: bool | str = False
+        verify: bool | ssl.SSLContext = False
         if settings.verify:
-            verify = settings.ca_bundle or True
+            verify = True
+            pem = settings.ca_pem()
+            if pem:
+                verify = ssl.create_default_context(cadata=pem.decode())
         return httpx.Client(verify=verify, timeout=httpx.Timeout(30.0), follow_redirects=False)
 
     def url(self, path: str) -> str:
@@ -155,8 +172,72 @@ class BuildCacheHook(BaseHook):
         length = response.headers.get("content-length")
         return CacheEntry(path, url, True, int(length) if length and length.isdigit() else None)
 
+    def upload(self, path: str, data: bytes) -> str:
+        """Write one file into the cache over SFTP (atomically: a temporary name, then a rename).
+
+        Used for flatcar-airflow's own records (the build manifest); the steps write with rsync.
+        """
+        import posixpath
+
+        import paramiko
+
+        settings = self.settings
+        if ".." in path.split("/") or path.startswith("/"):
+            raise ValueError(f"cache path {path!r} must be relative and must not contain '..'")
+        target = f"{settings.path_prefix}/{path}"
+        client = paramiko.SSHClient()
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        if settings.host_key:
+            key_type, _, key_data = settings.host_key.partition(" ")
+            key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data.split()[0]))
+            host = settings.server if settings.port == 22 else f"[{settings.server}]:{settings.port}"
+            client.get_host_keys().add(host, key_type, key)
+        else:
+            client.load_system_host_keys()
+        pkey = _private_key(settings.private_key) if settings.private_key else None
+        client.connect(
+            settings.server,
+            port=settings.port,
+            username=settings.user,
+            pkey=pkey,
+            key_filename=None if pkey else settings.key_file,
+            timeout=30,
+            allow_agent=False,
+            look_for_keys=False,
+        )
+        try:
+            sftp = client.open_sftp()
+            directory = posixpath.dirname(target)
+            parts = directory.split("/")
+            for i in range(2, len(parts) + 1):
+                partial = "/".join(parts[:i])
+                try:
+                    sftp.stat(partial)
+                except OSError:
+                    sftp.mkdir(partial)
+            temporary = f"{target}.tmp-{os.getpid()}"
+            with sftp.open(temporary, "wb") as handle:
+                handle.write(data)
+            sftp.chmod(temporary, 0o644)
+            sftp.posix_rename(temporary, target)
+        finally:
+            client.close()
+        return self.url(path)
+
     def read_text(self, path: str) -> str:
         with self.get_conn() as client:
             response = client.get(self.url(path))
             response.raise_for_status()
             return response.text
+
+
+def _private_key(text: str):
+    """A paramiko key from PEM/OpenSSH text, whatever its type."""
+    import paramiko
+
+    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return kind.from_private_key(io.StringIO(text))
+        except (paramiko.SSHException, ValueError):
+            continue
+    raise ValueError("the build cache connection's private_key is not an ed25519, ECDSA or RSA private key")

@@ -17,6 +17,7 @@ composition, not a class per step and runner. For one task attempt it:
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -97,10 +98,12 @@ class FlatcarStepOperator(BaseOperator):
         self.heartbeat_interval = heartbeat_interval
         self.keep_workspace = keep_workspace
         self._runner: Runner | None = None
+        self._started_at = ""
 
     # -- execution -----------------------------------------------------------------------------------
     def execute(self, context) -> dict:
         spec: Step = STEPS[self.step]
+        self._started_at = _now()
         ctx, options = self._validated(spec)
         force = str(self.force).lower() in ("true", "1", "yes")
         hook = BuildCacheHook(self.buildcache_conn_id)
@@ -230,6 +233,9 @@ class FlatcarStepOperator(BaseOperator):
         if force:
             env["AVOID_NIGHTLY_BUILD_SHORTCUTS"] = "1"
         files: dict[str, bytes] = {}
+        pem = settings.ca_pem()
+        if pem:
+            files["ssl/ca.pem"] = pem
         cache = settings.job_cache()
         if settings.private_key:
             files["ssh/id"] = settings.private_key.encode() + (
@@ -292,6 +298,8 @@ class FlatcarStepOperator(BaseOperator):
     def _record(self, ctx: BuildContext, artifacts: list[dict], *, reused: bool, **extra) -> dict:
         return {
             "step": self.step,
+            "started_at": self._started_at,
+            "finished_at": _now(),
             "tag": ctx.tag.tag,
             "version": ctx.os.versionfile_version,
             "sdk_version": ctx.sdk.versionfile_version,
@@ -320,6 +328,10 @@ def _unique(refs: Sequence[ArtifactRef]) -> list[ArtifactRef]:
     for ref in refs:
         seen.setdefault(ref.path, ref)
     return list(seen.values())
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _duration(seconds: float) -> str:

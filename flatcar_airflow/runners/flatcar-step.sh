@@ -11,11 +11,12 @@
 #                plus exported step variables (BUILDCACHE_SERVER, CURL_CA_BUNDLE, SIGNER, ...)
 #   ssh/id       optional private key for the build cache (loaded into a private ssh-agent)
 #   secrets/signing.key  optional signing key, given to the step as SIGNING_KEY
+#   ssl/ca.pem   optional CA certificates of the build cache's HTTPS server, given as CURL_CA_BUNDLE
 # OUTPUTS (JOB_DIR):
 #   pid          this wrapper's pid (also its process group: the runner starts it in a new session)
 #   result.json  {"rc": N, "cleanup_rc": N, "skip_build": bool, "signal": bool}
 #   images.list  "<size> <name>" of the files the step left in the workspace's images/latest/
-#   tap/         the merged TAP reports a test step left in the workspace (__TESTS__/*/results-*.tap)
+#   tap/         the merged TAP reports a test step left in the work tree's root (results-*.tap)
 #
 # What it does, in order: update the host's bare mirror of the scripts repo (incremental fetch, under a
 # lock); make a fresh work tree at the version tag (a `git clone --shared` of the mirror: no objects are
@@ -100,11 +101,16 @@ finish() {
     if [[ -d $ws/images/latest ]]; then
         (cd "$ws/images/latest" && find . -maxdepth 1 -type f -printf '%s %P\n' | sort -k2) >"$job/images.list"
     fi
-    if compgen -G "$ws/__TESTS__/*/results-*.tap" >/dev/null; then
+    # test.sh leaves its merged reports (results-<vendor>[-detailed].tap) in the work tree's root.
+    if compgen -G "$ws/results-*.tap" >/dev/null; then
         mkdir -p "$job/tap"
-        cp "$ws"/__TESTS__/*/results-*.tap "$job/tap/"
+        cp "$ws"/results-*.tap "$job/tap/"
     fi
     [[ -n $agent_pid ]] && kill "$agent_pid" 2>/dev/null
+    # gpg_setup.sh imports the signing key into ./.gnupg; its gpg-agent leaves the process group.
+    if [[ -d $ws/.gnupg ]] && command -v gpgconf >/dev/null; then
+        GNUPGHOME=$ws/.gnupg gpgconf --kill all 2>/dev/null
+    fi
     if [[ ${FLATCAR_JOB_KEEP_WORKSPACE:-0} != 1 ]]; then
         rm -rf "$ws"
     else
@@ -181,6 +187,9 @@ if [[ -n $cache_key ]]; then
     eval "$(ssh-agent -s)" >/dev/null || fail "cannot start ssh-agent"
     agent_pid=$SSH_AGENT_PID
     ssh-add -q "$cache_key" 2>/dev/null || fail "cannot load the build cache key"
+fi
+if [[ -f $job/ssl/ca.pem ]]; then
+    export CURL_CA_BUNDLE=$job/ssl/ca.pem
 fi
 if [[ -f $job/secrets/signing.key ]]; then
     export SIGNING_KEY=$job/secrets/signing.key

@@ -27,11 +27,16 @@ DEFAULT_ROOT = "/var/lib/flatcar-airflow"
 
 
 def host_paths(root: str, job: Job) -> tuple[str, str, str]:
-    """(mirror, workspace, job dir) of a job under a build host's root directory."""
-    digest = hashlib.sha256(job.origin.encode()).hexdigest()[:16]
+    """(mirror, workspace, job dir) of a job under a build host's root directory.
+
+    The work tree's name is a short hash of the job key: tools the steps run put sockets under it (gpg-agent
+    in ``.gnupg``), and socket paths are limited to 108 bytes.
+    """
+    origin = hashlib.sha256(job.origin.encode()).hexdigest()[:16]
+    key = hashlib.sha256(job.key.encode()).hexdigest()[:16]
     return (
-        f"{root}/mirrors/{digest}.git",
-        f"{root}/workspaces/{job.key}",
+        f"{root}/mirrors/{origin}.git",
+        f"{root}/workspaces/{key}",
         f"{root}/jobs/{job.key}/{job.attempt}",
     )
 

@@ -43,7 +43,6 @@ class SSHRunner(Runner):
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._pid: int | None = None
-        self._job_dir: str | None = None
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -87,7 +86,6 @@ class SSHRunner(Runner):
     # -- the job -------------------------------------------------------------------------------------
     def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
         mirror, workspace, job_dir = host_paths(self.root, job)
-        self._job_dir = job_dir
         try:
             self._prepare(job, job_dir, mirror, workspace)
             if self.killed:
@@ -103,10 +101,10 @@ class SSHRunner(Runner):
             self._drop()
 
     def _prepare(self, job: Job, job_dir: str, mirror: str, workspace: str) -> None:
+        subdirs = sorted({name.rsplit("/", 1)[0] for name in job.files if "/" in name})
         d = shlex.quote(job_dir)
-        status, output = self._exec(
-            f"mkdir -p {d} && chmod 0700 {d} && rm -rf {d}/* && mkdir -p {d}/ssh {d}/secrets"
-        )
+        more = " ".join(shlex.quote(f"{job_dir}/{sub}") for sub in subdirs)
+        status, output = self._exec(f"mkdir -p {d} && chmod 0700 {d} && rm -rf {d}/* && mkdir -p {d} {more}")
         if status != 0:
             raise RunnerError(
                 f"cannot create the job directory {job_dir} on the build host: {output.strip()}"
@@ -166,13 +164,18 @@ class SSHRunner(Runner):
                     away = time.monotonic() - lost_since
                     on_line(f"[flatcar-airflow] reconnected to the build host after {away:.0f} s")
                     lost_since = None
+            except FileNotFoundError:
+                raise RunnerError(
+                    "the step's job directory is gone from the build host: a newer attempt of this step "
+                    "stopped this one"
+                ) from None
             except _CONNECTION_ERRORS as err:
                 self._drop()
                 now = time.monotonic()
                 if lost_since is None:
                     lost_since = now
                     on_line(f"[flatcar-airflow] lost the connection to the build host ({err}); reconnecting")
-                if now - lost_since > self.reconnect_timeout:
+                if now - lost_since >= self.reconnect_timeout:
                     raise RunnerError(
                         f"lost the connection to the build host for over {self.reconnect_timeout:.0f} s; "
                         "the step may still run there: the retry stops it before starting again"
@@ -220,13 +223,13 @@ class SSHRunner(Runner):
 
     def kill(self) -> None:
         self._killed.set()
-        pid, job_dir = self._pid, self._job_dir
-        if pid is None or job_dir is None:
+        pid = self._pid
+        if pid is None:
             return
-        result = shlex.quote(f"{job_dir}/result.json")
         command = (
-            f"kill -TERM -- -{pid}; for i in $(seq {int(self.stop_grace)}); do "
-            f"[ -f {result} ] && exit 0; sleep 1; done; kill -KILL -- -{pid} 2>/dev/null; exit 0"
+            f"kill -TERM -- -{pid}; for i in $(seq {int(self.stop_grace) * 5}); do "
+            f"kill -0 -- -{pid} 2>/dev/null || exit 0; sleep 0.2; done; "
+            f"kill -KILL -- -{pid} 2>/dev/null; exit 0"
         )
 
         def stop() -> None:

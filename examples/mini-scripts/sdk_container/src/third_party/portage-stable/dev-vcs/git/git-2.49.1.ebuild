@@ -1,0 +1,13 @@
+# Copyright (c) 2026 The Flatcar Maintainers (mini-scripts stand-in)
+# Distributed under the terms of the GNU General Public License v2
+
+EAPI=8
+
+DESCRIPTION="git (mini-scripts stand-in: building it writes a tiny binary package)"
+HOMEPAGE="https://www.flatcar.org/"
+LICENSE="GPL-2"
+SLOT="0"
+KEYWORDS="amd64 arm64"
+
+# Only the developer container needs it: ./build_dev_binpkgs builds it, ./build_packages does not.
+MINI_DEV_ONLY=1

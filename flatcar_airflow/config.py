@@ -1,0 +1,223 @@
+"""The deployment's configuration: one YAML file named by ``FLATCAR_AIRFLOW_CONFIG``.
+
+Read when the DAG files are parsed, so reading it touches no network, git or database. Every key is
+documented in docs/configuration.md; the shipped default is ``flatcar_airflow/default-config.yaml``.
+A bad file raises :class:`ConfigError`, one message naming every bad key and its problem, which Airflow
+shows as the DAG file's import error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .runners import validate_runner_config
+from .scripts_repo import check_ref_name
+from .steps import ARCHES
+from .versions import parse_any
+
+__all__ = ["DEFAULT_CONFIG", "Config", "ConfigError", "load_config"]
+
+DEFAULT_CONFIG = Path(__file__).with_name("default-config.yaml")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+_POOL = re.compile(r"^[A-Za-z0-9_.-]+$")
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?LW#-]+$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or breaks a rule; the message names the keys."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _names(values: list[str], what: str) -> list[str]:
+    for value in values:
+        if not _NAME.match(value):
+            raise ValueError(f"{what} {value!r} must be lower-case letters, digits and '_'")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what}s repeat a value")
+    return values
+
+
+def _schedule(value: str | None) -> str | None:
+    if value is None:
+        return None
+    fields = value.split()
+    if value.startswith("@"):
+        if value not in ("@daily", "@hourly", "@weekly", "@monthly", "@yearly"):
+            raise ValueError(f"{value!r} is not a cron preset Airflow knows for a periodic schedule")
+        return value
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(f"{value!r} is not a five-field cron expression (e.g. '0 21 * * *')")
+    return value
+
+
+class Identity(_Model):
+    name: str = "flatcar-ci"
+    email: str = "infra+ci@flatcar-linux.org"
+
+
+class ArchConfig(_Model):
+    formats: list[str] = Field(default_factory=lambda: ["qemu_uefi"], min_length=1)
+    test_vendors: list[str] = Field(default_factory=lambda: ["qemu_uefi"])
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, value: list[str]) -> list[str]:
+        return _names(value, "image format")
+
+    @field_validator("test_vendors")
+    @classmethod
+    def _vendors(cls, value: list[str]) -> list[str]:
+        return _names(value, "test vendor")
+
+
+class Pool(_Model):
+    name: Annotated[str, Field(pattern=_POOL.pattern)]
+    slots: Annotated[int, Field(ge=1, le=1000)]
+
+
+class Pools(_Model):
+    steps: Pool = Pool(name="flatcar_build_steps", slots=2)
+    tagging: Pool = Pool(name="flatcar_tagging", slots=1)
+
+
+class FullBuild(_Model):
+    enabled: bool = True
+    branch: str = "main"
+    schedule: str | None = "0 21 * * *"
+    arches: list[Literal["amd64", "arm64"]] = Field(default_factory=lambda: list(ARCHES), min_length=1)
+    seed_sdk: str = "branch"
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return _schedule(value)
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        return check_ref_name(value, "branch")
+
+    @field_validator("seed_sdk")
+    @classmethod
+    def _seed(cls, value: str) -> str:
+        if value != "branch":
+            parse_any(value)
+        return value
+
+
+class OSBuilds(_Model):
+    branches: list[str] = Field(default_factory=list)
+    schedule: str | None = "0 21 * * *"
+    arches: list[Literal["amd64", "arm64"]] = Field(default_factory=lambda: list(ARCHES), min_length=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return _schedule(value)
+
+    @field_validator("branches")
+    @classmethod
+    def _branches(cls, values: list[str]) -> list[str]:
+        for value in values:
+            check_ref_name(value, "branch")
+        if len(set(values)) != len(values):
+            raise ValueError("branches repeat a value")
+        return values
+
+
+class Config(_Model):
+    scripts_repo: Annotated[str, Field(min_length=1)]
+    ci_identity: Identity = Identity()
+    buildcache_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "flatcar_buildcache"
+    signing_conn_id: str | None = None
+    secrets_conn_id: str | None = None
+    runner: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
+    arches: dict[Literal["amd64", "arm64"], ArchConfig] = Field(
+        default_factory=lambda: {arch: ArchConfig() for arch in ARCHES}
+    )
+    full: FullBuild = FullBuild()
+    os: OSBuilds = OSBuilds()
+    image_changes: Literal["last-nightly", "last-release"] | None = "last-nightly"
+    step_env: dict[str, str] = Field(default_factory=dict)
+    pools: Pools = Pools()
+    start_date: dt.date = dt.date(2026, 1, 1)
+    max_active_runs: Annotated[int, Field(ge=1, le=16)] = 1
+    retries: Annotated[int, Field(ge=0, le=10)] = 1
+    heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    tagging_cache: str | None = None
+
+    @field_validator("scripts_repo")
+    @classmethod
+    def _repo(cls, value: str) -> str:
+        if value.startswith("-") or any(ch.isspace() for ch in value):
+            raise ValueError("must be a git URL or path without whitespace, not starting with '-'")
+        return value
+
+    @field_validator("runner")
+    @classmethod
+    def _runner(cls, value: dict) -> dict:
+        return validate_runner_config(value)
+
+    @field_validator("step_env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _arches_configured(self) -> Config:
+        for where, arches in (("full.arches", self.full.arches), ("os.arches", self.os.arches)):
+            missing = [arch for arch in arches if arch not in self.arches]
+            if missing:
+                raise ValueError(f"{where} names {', '.join(missing)}, which has no entry under 'arches'")
+        return self
+
+
+def _format(error: ValidationError, source: str) -> str:
+    problems = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}")
+    return f"flatcar-airflow configuration {source}: " + "; ".join(problems)
+
+
+def parse_config(text: str, source: str = "<text>") -> Config:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"flatcar-airflow configuration {source} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"flatcar-airflow configuration {source} must be a mapping of keys to values")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err, source)) from None
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, mtime: float) -> Config:
+    return parse_config(Path(path).read_text(), path)
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """The configuration at ``path``, else ``$FLATCAR_AIRFLOW_CONFIG``, else the shipped default."""
+    chosen = Path(path or os.environ.get("FLATCAR_AIRFLOW_CONFIG") or DEFAULT_CONFIG)
+    try:
+        mtime = chosen.stat().st_mtime
+    except OSError as err:
+        raise ConfigError(f"flatcar-airflow configuration {chosen} cannot be read: {err.strerror}") from None
+    return _load(str(chosen), mtime)
