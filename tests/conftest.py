@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["airflow_env", "images", "infra"]
+pytest_plugins = ["airflow_env", "images", "infra", "connections"]
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="flatcar-airflow-tests-"))
 os.environ.setdefault("AIRFLOW_HOME", str(_SESSION_DIR / "airflow"))

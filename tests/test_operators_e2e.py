@@ -26,16 +26,17 @@ from flatcar_airflow.operators import (
     PushPackagesOperator,
     SdkBootstrapOperator,
     SdkContainerOperator,
-    TestsOperator,
     VendorImagesOperator,
+)
+from flatcar_airflow.operators import (
+    TestsOperator as VendorTestsOperator,
 )
 
 START = dt.datetime(2026, 8, 1, tzinfo=dt.UTC)
 NIGHT = dt.datetime(2026, 8, 21, 21, 0, tzinfo=dt.UTC)
 #: Another night, for tests that build a second version.
 OTHER_NIGHT = dt.datetime(2026, 9, 20, 21, 0, tzinfo=dt.UTC)
-CACHE_CONN = "flatcar_buildcache_test"
-HOST_CONN = "flatcar_build_host_test"
+from connections import CACHE_CONN, HOST_CONN  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -44,32 +45,6 @@ def _empty_cache(build_cache):
     build_cache.clear()
     yield
     build_cache.clear()
-
-
-@pytest.fixture
-def connections(build_cache, monkeypatch):
-    cache = {
-        "conn_type": "flatcar_buildcache",
-        "host": build_cache.server,
-        "port": build_cache.ssh_port,
-        "login": build_cache.user,
-        "extra": {
-            "path_prefix": str(build_cache.root),
-            "private_key": build_cache.key_file.read_text(),
-            "http_url": build_cache.https_url,
-            "ca_bundle": str(build_cache.ca_file),
-        },
-    }
-    host = {
-        "conn_type": "ssh",
-        "host": build_cache.server,
-        "port": build_cache.ssh_port,
-        "login": build_cache.user,
-        "extra": {"key_file": str(build_cache.key_file), "host_key": build_cache.host_key},
-    }
-    monkeypatch.setenv(f"AIRFLOW_CONN_{CACHE_CONN.upper()}", json.dumps(cache))
-    monkeypatch.setenv(f"AIRFLOW_CONN_{HOST_CONN.upper()}", json.dumps(host))
-    return cache
 
 
 @pytest.fixture(params=["local", "ssh", "docker"])
@@ -138,7 +113,7 @@ def test_full_chain_through_each_runner(run_dag, connections, deployment, seed_s
             inputs=image.output,
             **common,
         )
-        tests = TestsOperator(
+        tests = VendorTestsOperator(
             task_id="test_qemu_uefi",
             build=build,
             arch="amd64",

@@ -195,16 +195,22 @@ class BuildCacheHook(BaseHook):
         else:
             client.load_system_host_keys()
         pkey = _private_key(settings.private_key) if settings.private_key else None
-        client.connect(
-            settings.server,
-            port=settings.port,
-            username=settings.user,
-            pkey=pkey,
-            key_filename=None if pkey else settings.key_file,
-            timeout=30,
-            allow_agent=False,
-            look_for_keys=False,
-        )
+        try:
+            client.connect(
+                settings.server,
+                port=settings.port,
+                username=settings.user,
+                pkey=pkey,
+                key_filename=None if pkey else settings.key_file,
+                timeout=30,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+        except paramiko.SSHException as err:
+            raise paramiko.SSHException(
+                f"cannot write to the build cache over ssh ({settings.server}:{settings.port}): {err}; "
+                "give the server's public key as host_key in the connection's extra"
+            ) from None
         try:
             sftp = client.open_sftp()
             directory = posixpath.dirname(target)

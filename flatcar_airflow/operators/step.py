@@ -105,7 +105,8 @@ class FlatcarStepOperator(BaseOperator):
         spec: Step = STEPS[self.step]
         self._started_at = _now()
         ctx, options = self._validated(spec)
-        force = str(self.force).lower() in ("true", "1", "yes")
+        self._skip_unselected(ctx, options)
+        force = str(self.force).lower() in ("true", "1", "yes") or bool(_mapping(self.build).get("force"))
         hook = BuildCacheHook(self.buildcache_conn_id)
         settings = hook.settings
 
@@ -191,11 +192,27 @@ class FlatcarStepOperator(BaseOperator):
         try:
             ctx = BuildContext.from_build(self.build, self.arch or None)
             options = dict(self.options)
+            plan = _mapping(self.build)
+            if options.get("formats") is None and ctx.arch and ctx.arch in plan.get("formats", {}):
+                options["formats"] = plan["formats"][ctx.arch]
             spec.validate(ctx, options)
             spec.args(ctx, options)
         except (ValueError, VersionError, KeyError, TypeError) as err:
             raise AirflowFailException(f"{self.step}: invalid input: {err}") from None
         return ctx, options
+
+    def _skip_unselected(self, ctx: BuildContext, options: Mapping) -> None:
+        """A pipeline run may build a subset of its DAG's arches and test vendors (its params)."""
+        plan = _mapping(self.build)
+        if ctx.arch and "arches" in plan and ctx.arch not in plan["arches"]:
+            raise AirflowSkipException(
+                f"{ctx.arch} is not built in this run (arches: {', '.join(plan['arches'])})"
+            )
+        vendors = plan.get("test_vendors", {}).get(ctx.arch or "", None)
+        if self.step == "test" and vendors is not None and options.get("vendor") not in vendors:
+            raise AirflowSkipException(
+                f"{options.get('vendor')} is not tested in this run ({', '.join(vendors)})"
+            )
 
     def _require(self, hook: BuildCacheHook, refs: Sequence[ArtifactRef], what: str) -> None:
         if not refs:
@@ -308,6 +325,10 @@ class FlatcarStepOperator(BaseOperator):
             "artifacts": artifacts,
             **extra,
         }
+
+
+def _mapping(value: Any) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _records(value: Any) -> list[ArtifactRef]:

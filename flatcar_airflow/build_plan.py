@@ -1,0 +1,237 @@
+"""What the pipeline tasks ``version``, ``tag`` and ``summary`` do (kept out of the DAG file: they run
+only on workers).
+
+``resolve_build`` turns a run into a build plan: the version (from params, or the nightly version of the
+run's time), the ref and, for a backfill, the commit the branch had at the run's logical time. Params are
+checked again here, before any side effect, with the same rules as everywhere else.
+``tag_build`` creates or reuses the tag (the nightly shortcut skips the whole build). ``summarize`` writes
+the build manifest to the build cache next to the images and fails the run if a step failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from .config import Config
+from .hooks.buildcache import BuildCacheHook
+from .nightly import run_time
+from .scripts_repo import ScriptsRepo, check_ref_name
+from .tagging import BuildKind, CIIdentity, ShortcutCandidate, TagRequest, nightly_version, tag_version
+from .versions import FlatcarVersion, VersionError, check_safe_string, parse_any, parse_build_id, parse_tag
+
+__all__ = ["resolve_build", "summarize", "tag_build"]
+
+MANIFEST_NAME = "flatcar-airflow-manifest.json"
+
+
+def _repo(config: Config) -> ScriptsRepo:
+    from pathlib import Path
+
+    return ScriptsRepo(
+        config.scripts_repo, cache_dir=Path(config.tagging_cache) if config.tagging_cache else None
+    )
+
+
+def _check_params(config: Config, kind: BuildKind, params: Mapping) -> dict:
+    """The run's params, validated again (the trigger form validated them against the schema)."""
+    try:
+        ref = check_ref_name(str(params.get("ref") or ""), "ref")
+        version = parse_tag(params["version"]) if params.get("version") else None
+        build_id = params.get("build_id") or None
+        if build_id:
+            parse_build_id(build_id)
+        if version and build_id:
+            raise ValueError("give either a version or a build id suffix, not both")
+        configured = config.full.arches if kind is BuildKind.FULL else config.os.arches
+        arches = list(params.get("arches") or configured)
+        unknown = [arch for arch in arches if arch not in configured]
+        if unknown or not arches:
+            raise ValueError(f"arches {unknown or arches} are not among this DAG's {configured}")
+        formats = params.get("formats")
+        for name in formats or []:
+            check_safe_string(name, "image format")
+        vendors = params.get("test_vendors")
+        for arch in arches:
+            missing = [v for v in vendors or [] if v not in config.arches[arch].test_vendors]
+            if missing:
+                raise ValueError(
+                    f"test vendor(s) {', '.join(missing)} have no task for {arch} in this DAG; "
+                    "configure them under arches.<arch>.test_vendors"
+                )
+        seed = params.get("seed_sdk") or None
+        if seed:
+            parse_any(seed)
+    except (ValueError, VersionError, KeyError, TypeError) as err:
+        raise AirflowFailException(f"invalid params: {err}") from None
+    return {
+        "ref": ref,
+        "version": version,
+        "build_id": build_id,
+        "arches": arches,
+        "formats": formats,
+        "test_vendors": vendors,
+        "force": bool(params.get("force")),
+        "seed_sdk": seed,
+    }
+
+
+def resolve_build(config: Config, kind: BuildKind, branch: str, context: Mapping[str, Any]) -> dict:
+    """The build plan of this run (XCom of the ``version`` task)."""
+    dag_run = context["dag_run"]
+    checked = _check_params(config, kind, context["params"])
+    when = run_time(context.get("logical_date"), dag_run.run_after)
+    backfill = str(getattr(dag_run.run_type, "value", dag_run.run_type)) == "backfill"
+    repo = _repo(config)
+    ref = checked["ref"]
+    commit = None
+    if backfill:
+        # A backfilled nightly builds the branch as it was at its logical time, and never pushes it.
+        commit = repo.commit_at(ref, when)
+    if checked["version"] is not None:
+        version: FlatcarVersion = checked["version"]
+    else:
+        version = nightly_version(repo, ref, kind, when, commit=commit)
+        if checked["build_id"]:
+            version = version.with_build_id(checked["build_id"])
+    seed = None
+    if kind is BuildKind.FULL:
+        seed = checked["seed_sdk"] or (None if config.full.seed_sdk == "branch" else config.full.seed_sdk)
+        if seed is None:
+            with repo.locked():
+                base = commit or repo.resolve(ref, repo.remote_refs()).commit
+                repo.ensure_commit(base)
+                seed = repo.read_versionfile(base).sdk.versionfile_version
+    formats = {arch: list(checked["formats"] or config.arches[arch].formats) for arch in checked["arches"]}
+    vendors = {
+        arch: list(checked["test_vendors"] or config.arches[arch].test_vendors) for arch in checked["arches"]
+    }
+    return {
+        "kind": kind.value,
+        "branch": branch,
+        "ref": ref,
+        "commit": commit,
+        "version": version.tag,
+        "run_time": when.isoformat(),
+        "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+        "backfill": backfill,
+        "seed_sdk": seed,
+        "arches": checked["arches"],
+        "formats": formats,
+        "test_vendors": vendors,
+        "force": checked["force"],
+    }
+
+
+def tag_build(config: Config, kind: BuildKind, plan: Mapping) -> dict:
+    """Create or reuse the version tag; the nightly shortcut skips the build when nothing changed."""
+    hook = BuildCacheHook(config.buildcache_conn_id)
+
+    def outputs_exist(candidate: ShortcutCandidate) -> bool:
+        vf = candidate.versionfile
+        paths = [
+            f"images/{arch}/{vf.os.versionfile_version}/flatcar_production_image.bin.bz2"
+            for arch in ("amd64", "arm64")
+        ]
+        if candidate.kind is BuildKind.FULL:
+            dv = vf.sdk.docker_version
+            paths.append(f"containers/{dv}/flatcar-sdk-all-{dv}.tar.zst")
+        return all(entry.exists for entry in hook.check(paths).values())
+
+    request = TagRequest(
+        version=parse_tag(plan["version"]),
+        ref=plan["ref"],
+        kind=kind,
+        commit=plan.get("commit"),
+        force=bool(plan.get("force")),
+        allow_branch_push=not plan.get("backfill"),
+        outputs_exist=outputs_exist,
+        identity=CIIdentity(config.ci_identity.name, config.ci_identity.email),
+    )
+    result = tag_version(_repo(config), request)
+    if result.action == "skipped":
+        raise AirflowSkipException(result.message)
+    return {**dict(plan), **result.to_dict()}
+
+
+def _step_tasks(context) -> list[str]:
+    dag = context["dag"]
+    return [task_id for task_id in dag.task_ids if task_id not in ("version", "tag", "summary")]
+
+
+def summarize(config: Config, context: Mapping[str, Any]) -> dict:
+    """The build manifest: version, commit, ref, run, steps (state, times, artifacts) per arch, tests."""
+    ti = context["ti"]
+    dag_run = context["dag_run"]
+    states = {
+        crumb["task_id"]: crumb
+        for crumb in ti.get_task_breadcrumbs(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+    }
+    plan = ti.xcom_pull(task_ids="version") or {}
+    build = ti.xcom_pull(task_ids="tag") or {}
+    manifest: dict[str, Any] = {
+        "version": build.get("tag") or plan.get("version"),
+        "versionfile": build.get("versionfile"),
+        "commit": build.get("commit"),
+        "base_commit": build.get("base_commit"),
+        "ref": plan.get("ref"),
+        "kind": plan.get("kind"),
+        "run_id": dag_run.run_id,
+        "run_type": plan.get("run_type"),
+        "run_time": plan.get("run_time"),
+        "tag": {
+            "action": build.get("action"),
+            "state": _state(states, "tag"),
+            "message": build.get("message"),
+        },
+        "steps": {},
+        "arches": {},
+        "tests": {},
+    }
+    failed = []
+    for task_id in _step_tasks(context):
+        record = ti.xcom_pull(task_ids=task_id) or {}
+        state = _state(states, task_id)
+        entry = {
+            "state": state,
+            "duration_s": (states.get(task_id) or {}).get("duration"),
+            "started_at": record.get("started_at"),
+            "finished_at": record.get("finished_at"),
+            "reused": record.get("reused"),
+            "artifacts": record.get("artifacts", []),
+        }
+        arch, _, step = task_id.rpartition(".")
+        if arch:
+            manifest["arches"].setdefault(arch, {})[step] = entry
+        else:
+            manifest["steps"][step] = entry
+        tests = ti.xcom_pull(task_ids=task_id, key="tests")
+        if tests:
+            manifest["tests"].setdefault(arch, {})[step.removeprefix("test_")] = tests
+        if state in ("failed", "upstream_failed"):
+            failed.append(task_id)
+    manifest["state"] = "failed" if failed else ("skipped" if not build else "success")
+    versionfile = build.get("versionfile")
+    if versionfile:
+        hook = BuildCacheHook(config.buildcache_conn_id)
+        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+        written = []
+        for arch in plan.get("arches", []):
+            path = f"images/{arch}/{versionfile['FLATCAR_VERSION']}/{MANIFEST_NAME}"
+            written.append(hook.upload(path, data))
+        manifest["manifest_urls"] = written
+    if failed:
+        ti.xcom_push(key="return_value", value=manifest)
+        raise AirflowFailException(f"build of {manifest['version']} failed in: {', '.join(failed)}")
+    return manifest
+
+
+def _state(states: Mapping, task_id: str) -> str | None:
+    crumb = states.get(task_id)
+    if crumb is None:
+        return None
+    state = crumb.get("state")
+    return str(getattr(state, "value", state)) if state is not None else None

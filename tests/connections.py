@@ -1,0 +1,37 @@
+"""Airflow connections to the test infrastructure (environment variables, as a deployment may set them)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+CACHE_CONN = "flatcar_buildcache_test"
+HOST_CONN = "flatcar_build_host_test"
+
+
+@pytest.fixture
+def connections(build_cache, monkeypatch):
+    cache = {
+        "conn_type": "flatcar_buildcache",
+        "host": build_cache.server,
+        "port": build_cache.ssh_port,
+        "login": build_cache.user,
+        "extra": {
+            "path_prefix": str(build_cache.root),
+            "private_key": build_cache.key_file.read_text(),
+            "http_url": build_cache.https_url,
+            "ca_bundle": str(build_cache.ca_file),
+            "host_key": build_cache.host_key,
+        },
+    }
+    host = {
+        "conn_type": "ssh",
+        "host": build_cache.server,
+        "port": build_cache.ssh_port,
+        "login": build_cache.user,
+        "extra": {"key_file": str(build_cache.key_file), "host_key": build_cache.host_key},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{CACHE_CONN.upper()}", json.dumps(cache))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{HOST_CONN.upper()}", json.dumps(host))
+    return cache
