@@ -705,14 +705,21 @@ class MiniOrigin:
             _git("checkout", "-q", "--detach", _resolve_ref(dest, ref), cwd=dest)
         return dest
 
-    def push_change(self, branch: str, path: str, content: str, message: str | None = None) -> str:
-        """A developer pushes a commit changing one file to a branch; returns the commit."""
+    def push_change(
+        self,
+        branch: str,
+        path: str,
+        content: str,
+        message: str | None = None,
+        date: dt.datetime | None = None,
+    ) -> str:
+        """A developer pushes a commit changing one file to a branch (committed at ``date``); returns it."""
         with tempfile.TemporaryDirectory(prefix="mini-origin-change-") as tmp:
             work = self.clone(Path(tmp) / "work", branch)
             (work / path).parent.mkdir(parents=True, exist_ok=True)
             (work / path).write_text(content)
             _git("add", path, cwd=work)
-            _git("commit", "-q", "-m", message or f"change {path}", cwd=work)
+            _git("commit", "-q", "-m", message or f"change {path}", cwd=work, date=date)
             _git("push", "-q", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
             return _git("rev-parse", "HEAD", cwd=work)
 

@@ -249,6 +249,9 @@ class FlatcarStepOperator(BaseOperator):
             env.setdefault("ARCH", "amd64")
         if force:
             env["AVOID_NIGHTLY_BUILD_SHORTCUTS"] = "1"
+        plan = _mapping(self.build)
+        if plan.get("backfill") and plan.get("ref"):
+            env["FLATCAR_JOB_PIN_ORIGIN_BRANCH"] = str(plan["ref"])
         files: dict[str, bytes] = {}
         pem = settings.ca_pem()
         if pem:

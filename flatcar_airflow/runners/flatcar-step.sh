@@ -166,6 +166,14 @@ git -C "$ws" rev-parse --verify --quiet "$FLATCAR_JOB_REF^{commit}" >/dev/null |
     fail "the scripts repository has no tag or commit '$FLATCAR_JOB_REF'"
 git -C "$ws" checkout --quiet --detach "$FLATCAR_JOB_REF" || fail "cannot check out $FLATCAR_JOB_REF"
 say "work tree $ws at $FLATCAR_JOB_REF ($(git -C "$ws" rev-parse --short HEAD))"
+if [[ -n ${FLATCAR_JOB_PIN_ORIGIN_BRANCH:-} ]]; then
+    # A backfilled nightly's tag is not on the branch head, and the scripts refuse a nightly that is not
+    # (HEAD must equal origin/<branch>). In this work tree only, origin/<branch> points at the tag: the
+    # scripts then take their "Reusing existing tag" path, which pushes nothing.
+    git -C "$ws" update-ref "refs/remotes/origin/$FLATCAR_JOB_PIN_ORIGIN_BRANCH" HEAD ||
+        fail "cannot point origin/$FLATCAR_JOB_PIN_ORIGIN_BRANCH at the tag"
+    say "backfill: origin/$FLATCAR_JOB_PIN_ORIGIN_BRANCH points at the tag in this work tree (nothing is pushed)"
+fi
 
 # -- the build cache -----------------------------------------------------------------------------------
 config=$ws/ci-automation/ci-config.env
