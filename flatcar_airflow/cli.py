@@ -112,12 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--cache-dir", type=Path, help="cache directory (default $FLATCAR_AIRFLOW_CACHE)")
     tag.add_argument("--author", default=CIIdentity.name, help="CI author name")
     tag.add_argument("--email", default=CIIdentity.email, help="CI author e-mail")
+
+    pools = commands.add_parser(
+        "pools",
+        help="create or update the Airflow pools the pipelines use",
+        description="Create (or resize) the pools of the configuration (pools.steps, pools.tagging) in the "
+        "Airflow of this environment, with `airflow pools set`.",
+    )
+    pools.add_argument("--config", type=Path, help="configuration file (default $FLATCAR_AIRFLOW_CONFIG)")
     return parser
 
 
 def _run(args: argparse.Namespace) -> dict:
     if args.command == "version":
         return {"version": parse_any(args.version).to_dict()}
+    if args.command == "pools":
+        return _pools(args)
     if args.command == "nightly":
         if args.main:
             return {"version": main_nightly(args.at, intermediate=args.intermediate).to_dict()}
@@ -155,6 +165,33 @@ def _tag(args: argparse.Namespace) -> dict:
         identity=identity,
     )
     return {"version": version.to_dict(), "result": tag_version(repo, request).to_dict()}
+
+
+def _pools(args: argparse.Namespace) -> dict:
+    import shutil
+    import subprocess
+
+    from .config import load_config
+
+    config = load_config(args.config)
+    airflow = shutil.which("airflow", path=str(Path(sys.executable).parent)) or shutil.which("airflow")
+    if airflow is None:
+        raise GitError("the airflow command is not installed here")
+    created = []
+    for pool, what in (
+        (config.pools.steps, "Flatcar build steps"),
+        (config.pools.tagging, "Flatcar tagging"),
+    ):
+        proc = subprocess.run(
+            [airflow, "pools", "set", pool.name, str(pool.slots), what],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise GitError(f"airflow pools set {pool.name} failed: {proc.stderr.strip()[-500:]}")
+        created.append({"name": pool.name, "slots": pool.slots})
+    return {"pools": created}
 
 
 def main(argv: list[str] | None = None) -> int:

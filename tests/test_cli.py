@@ -168,3 +168,30 @@ def test_tag_bad_input_exits_2_before_touching_the_origin(origins, tmp_path, arg
     if message:
         assert message in proc.stdout
     assert origins.tags() == tags
+
+
+def test_pools_creates_the_configured_pools(airflow_db, tmp_path):
+    config = tmp_path / "flatcar.yaml"
+    config.write_text(
+        "scripts_repo: x\npools:\n  steps: {name: fa_steps_test, slots: 3}\n"
+        "  tagging: {name: fa_tagging_test, slots: 1}\n"
+    )
+    status, out, _ = cli("pools", "--config", str(config))
+    assert status == 0 and out["pools"] == [
+        {"name": "fa_steps_test", "slots": 3},
+        {"name": "fa_tagging_test", "slots": 1},
+    ]
+    airflow = str(Path(EXE).parent / "airflow")
+    listed = subprocess.run(
+        [airflow, "pools", "list", "-o", "json"], capture_output=True, text=True, check=True
+    )
+    table = next(line for line in reversed(listed.stdout.splitlines()) if line.startswith("["))
+    pools = {pool["pool"]: int(pool["slots"]) for pool in json.loads(table)}
+    assert pools["fa_steps_test"] == 3 and pools["fa_tagging_test"] == 1
+
+
+def test_pools_refuses_a_bad_configuration(tmp_path):
+    config = tmp_path / "flatcar.yaml"
+    config.write_text("scripts_repo: x\npools:\n  steps: {name: 'bad name', slots: 0}\n")
+    status, out, _ = cli("pools", "--config", str(config))
+    assert status == 2 and "pools.steps" in out["message"]
