@@ -10,9 +10,9 @@ CACHE_CONN = "flatcar_buildcache_test"
 HOST_CONN = "flatcar_build_host_test"
 
 
-@pytest.fixture
-def connections(build_cache, monkeypatch):
-    cache = {
+def cache_connection(build_cache, **extra) -> dict:
+    """A ``flatcar_buildcache`` connection to the loopback build cache (extra keys override)."""
+    return {
         "conn_type": "flatcar_buildcache",
         "host": build_cache.server,
         "port": build_cache.ssh_port,
@@ -23,15 +23,25 @@ def connections(build_cache, monkeypatch):
             "http_url": build_cache.https_url,
             "ca_bundle": str(build_cache.ca_file),
             "host_key": build_cache.host_key,
+            **extra,
         },
     }
-    host = {
+
+
+def host_connection(build_cache) -> dict:
+    """An ``ssh`` connection to this machine as a build host (the build cache's sshd)."""
+    return {
         "conn_type": "ssh",
         "host": build_cache.server,
         "port": build_cache.ssh_port,
         "login": build_cache.user,
         "extra": {"key_file": str(build_cache.key_file), "host_key": build_cache.host_key},
     }
+
+
+@pytest.fixture
+def connections(build_cache, monkeypatch):
+    cache = cache_connection(build_cache)
     monkeypatch.setenv(f"AIRFLOW_CONN_{CACHE_CONN.upper()}", json.dumps(cache))
-    monkeypatch.setenv(f"AIRFLOW_CONN_{HOST_CONN.upper()}", json.dumps(host))
+    monkeypatch.setenv(f"AIRFLOW_CONN_{HOST_CONN.upper()}", json.dumps(host_connection(build_cache)))
     return cache

@@ -8,30 +8,14 @@ import subprocess
 
 import paramiko
 import pytest
+from connections import cache_connection
 
 from flatcar_airflow.hooks.buildcache import BuildCacheHook
 
 
-def _conn(build_cache, **extra) -> dict:
-    return {
-        "conn_type": "flatcar_buildcache",
-        "host": build_cache.server,
-        "port": build_cache.ssh_port,
-        "login": build_cache.user,
-        "extra": {
-            "path_prefix": str(build_cache.root),
-            "private_key": build_cache.key_file.read_text(),
-            "http_url": build_cache.https_url,
-            "ca_bundle": str(build_cache.ca_file),
-            "host_key": build_cache.host_key,
-            **extra,
-        },
-    }
-
-
 @pytest.fixture
 def hook(build_cache, monkeypatch):
-    monkeypatch.setenv("AIRFLOW_CONN_CACHE_UNDER_TEST", json.dumps(_conn(build_cache)))
+    monkeypatch.setenv("AIRFLOW_CONN_CACHE_UNDER_TEST", json.dumps(cache_connection(build_cache)))
     return BuildCacheHook("cache_under_test")
 
 
@@ -59,7 +43,9 @@ def test_upload_writes_through_ssh_and_reads_back_over_https(hook, build_cache):
 def test_upload_refuses_an_unknown_host_key(build_cache, monkeypatch, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     wrong = " ".join((tmp_path / "other.pub").read_text().split()[:2])
-    monkeypatch.setenv("AIRFLOW_CONN_CACHE_WRONG_KEY", json.dumps(_conn(build_cache, host_key=wrong)))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CACHE_WRONG_KEY", json.dumps(cache_connection(build_cache, host_key=wrong))
+    )
     with pytest.raises(paramiko.SSHException):
         BuildCacheHook("cache_wrong_key").upload("x/y.json", b"{}")
 
@@ -73,7 +59,7 @@ def test_upload_refuses_an_unknown_host_key(build_cache, monkeypatch, tmp_path):
     ],
 )
 def test_a_bad_connection_names_the_problem(build_cache, monkeypatch, change, message):
-    monkeypatch.setenv("AIRFLOW_CONN_CACHE_BAD", json.dumps({**_conn(build_cache), **change}))
+    monkeypatch.setenv("AIRFLOW_CONN_CACHE_BAD", json.dumps({**cache_connection(build_cache), **change}))
     with pytest.raises(ValueError, match=re.escape(message)):
         BuildCacheHook("cache_bad").settings  # noqa: B018 - reading the settings is the check
 

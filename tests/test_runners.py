@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from connections import host_connection
 from gitrepos import commit_file, git, make_origins
 
 from flatcar_airflow.runners.base import Job
@@ -107,13 +108,7 @@ def bench(request, probe_origin, tmp_path, monkeypatch):
         from flatcar_airflow.runners.ssh import SSHRunner
 
         cache = request.getfixturevalue("build_cache")
-        conn = {
-            "conn_type": "ssh",
-            "host": cache.server,
-            "port": cache.ssh_port,
-            "login": cache.user,
-            "extra": {"key_file": str(cache.key_file), "host_key": cache.host_key},
-        }
+        conn = host_connection(cache)
         monkeypatch.setenv("AIRFLOW_CONN_PROBE_BUILD_HOST", json.dumps(conn))
         runner_factory = lambda: SSHRunner(ssh_conn_id="probe_build_host", root=str(root), poll_interval=0.2)  # noqa: E731
     else:
@@ -276,13 +271,7 @@ def _runner_containers() -> list[str]:
 def test_ssh_step_survives_a_dropped_connection(probe_origin, build_cache, tmp_path, monkeypatch):
     from flatcar_airflow.runners.ssh import SSHRunner
 
-    conn = {
-        "conn_type": "ssh",
-        "host": build_cache.server,
-        "port": build_cache.ssh_port,
-        "login": build_cache.user,
-        "extra": {"key_file": str(build_cache.key_file), "host_key": build_cache.host_key},
-    }
+    conn = host_connection(build_cache)
     monkeypatch.setenv("AIRFLOW_CONN_PROBE_BUILD_HOST", json.dumps(conn))
     bench = Bench("ssh", tmp_path / "root", probe_origin.url, tmp_path / "marks", None)
     runner = SSHRunner(ssh_conn_id="probe_build_host", root=str(bench.root), poll_interval=0.2)
