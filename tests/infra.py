@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from gitrepos import BRANCH_VERSIONFILE, MAIN_VERSIONFILE, VERSIONFILE
+from gitrepos import git as _git
 
 __all__ = [
     "BRANCH_VERSIONFILE",
@@ -71,19 +73,6 @@ MANTLE_IMAGE = (MINI_SCRIPTS / "sdk_container/.repo/manifests/mantle-container")
 #: The released SDK the maintenance branch flatcar-4593 builds with (see ``released_sdk``).
 RELEASED_SDK_VERSION = "4593.0.0"
 
-VERSIONFILE = "sdk_container/.repo/manifests/version.txt"
-MAIN_VERSIONFILE = (
-    "FLATCAR_VERSION=4798.0.0+nightly-20260820-2100\n"
-    "FLATCAR_VERSION_ID=4798.0.0\n"
-    'FLATCAR_BUILD_ID="nightly-20260820-2100"\n'
-    "FLATCAR_SDK_VERSION=4798.0.0+nightly-20260820-2100\n"
-)
-BRANCH_VERSIONFILE = (
-    "FLATCAR_VERSION=4593.2.4\n"
-    "FLATCAR_VERSION_ID=4593.2.4\n"
-    'FLATCAR_BUILD_ID=""\n'
-    "FLATCAR_SDK_VERSION=4593.0.0\n"
-)
 _T0 = dt.datetime(2026, 8, 20, 21, 0, tzinfo=dt.UTC)
 
 # The build cache this session started (run_step's default).
@@ -643,22 +632,6 @@ def build_cache(tmp_path_factory) -> BuildCache:
 
 
 # -- the miniature scripts repository ---------------------------------------------------------------------
-
-
-def _git(*args: str, cwd: Path | None = None, date: dt.datetime | None = None) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "Test Dev",
-        "GIT_AUTHOR_EMAIL": "dev@example.org",
-        "GIT_COMMITTER_NAME": "Test Dev",
-        "GIT_COMMITTER_EMAIL": "dev@example.org",
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
-    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(var, None)
-    if date is not None:
-        env["GIT_AUTHOR_DATE"] = env["GIT_COMMITTER_DATE"] = date.strftime("%Y-%m-%dT%H:%M:%S+0000")
-    return _run(["git", *args], cwd=cwd, env=env).stdout.strip()
 
 
 @dataclass

@@ -26,7 +26,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from ..artifacts import ArtifactRef
-from ..hooks.buildcache import BuildCacheHook
+from ..hooks.buildcache import BuildCacheHook, CacheEntry
 from ..runners import Job, Runner, RunnerError, job_key, make_runner, validate_runner_config
 from ..steps import STEPS, BuildContext, Step, tap_summary
 from ..versions import VersionError
@@ -121,7 +121,7 @@ class FlatcarStepOperator(BaseOperator):
                     self.step,
                     ctx.tag,
                 )
-                return self._record(ctx, self._detailed(hook, outputs), reused=True)
+                return self._record(ctx, self._detailed(hook, outputs, found), reused=True)
 
         job = self._job(context, spec, ctx, options, settings, force)
         self._runner = make_runner(self.runner_config)
@@ -176,9 +176,9 @@ class FlatcarStepOperator(BaseOperator):
         except ValueError as err:
             raise AirflowException(f"{self.step}: {err}") from None
         produced = _unique(outputs + listed)
-        self._require(hook, produced, "output")
+        found = self._require(hook, produced, "output")
         self.log.info("%s finished in %s with %d artifact(s)", self.step, elapsed, len(produced))
-        return self._record(ctx, self._detailed(hook, produced), reused=False, **record_extra)
+        return self._record(ctx, self._detailed(hook, produced, found), reused=False, **record_extra)
 
     def on_kill(self) -> None:
         if self._runner is not None:
@@ -214,9 +214,10 @@ class FlatcarStepOperator(BaseOperator):
                 f"{options.get('vendor')} is not tested in this run ({', '.join(vendors)})"
             )
 
-    def _require(self, hook: BuildCacheHook, refs: Sequence[ArtifactRef], what: str) -> None:
+    def _require(self, hook: BuildCacheHook, refs: Sequence[ArtifactRef], what: str) -> dict[str, CacheEntry]:
+        """Check that every artifact is in the cache (one batch); returns the entries for the records."""
         if not refs:
-            return
+            return {}
         found = hook.check(ref.path for ref in refs)
         missing = [ref for ref in refs if not found[ref.path].exists]
         if missing:
@@ -225,9 +226,12 @@ class FlatcarStepOperator(BaseOperator):
             if what == "input":
                 raise AirflowFailException(message + " (the step that produces it did not succeed)")
             raise AirflowException(message)
+        return found
 
-    def _detailed(self, hook: BuildCacheHook, refs: Sequence[ArtifactRef]) -> list[dict]:
-        found = hook.check(ref.path for ref in refs)
+    def _detailed(
+        self, hook: BuildCacheHook, refs: Sequence[ArtifactRef], found: Mapping[str, CacheEntry]
+    ) -> list[dict]:
+        """Records with URL, size and image id, from the entries the existence check already fetched."""
         records = []
         for ref in refs:
             entry = found[ref.path]
