@@ -112,7 +112,7 @@ class DockerRunner(Runner):
             return outcome
         finally:
             with contextlib.suppress(DockerException):
-                container.remove(force=True)
+                _remove(container)
 
     def _follow(self, container, on_line, on_tick) -> None:
         lines: queue.Queue[str | None] = queue.Queue()
@@ -161,7 +161,7 @@ class DockerRunner(Runner):
             outcome = self._collect(container, f"{_JOB_ROOT}/{attempt}")
             if outcome is None:
                 self._fallback_cleanup(client, workspace, False)
-            container.remove(force=True)
+            _remove(container)
 
     def _fallback_cleanup(self, client, workspace: str, keep: bool) -> None:
         """Run the work tree's ci-cleanup.sh from a fresh runner container (the wrapper could not)."""
@@ -192,6 +192,17 @@ class DockerRunner(Runner):
                 container.stop(timeout=int(self.stop_grace))
 
         threading.Thread(target=stop, daemon=True).start()
+
+
+def _remove(container) -> None:
+    """Remove a runner container; one already gone, or being removed by its own runner, is fine."""
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as err:
+        if err.status_code != 409:
+            raise
 
 
 def _job_archive(job: Job, job_dir: str, mirror: str, workspace: str) -> bytes:
