@@ -159,7 +159,8 @@ def tag_build(config: Config, kind: BuildKind, plan: Mapping) -> dict:
 
 def _step_tasks(context) -> list[str]:
     dag = context["dag"]
-    return [task_id for task_id in dag.task_ids if task_id not in ("version", "tag", "summary")]
+    not_steps = ("branch_lock", "version", "tag", "summary")
+    return [task_id for task_id in dag.task_ids if task_id not in not_steps]
 
 
 def summarize(config: Config, context: Mapping[str, Any]) -> dict:

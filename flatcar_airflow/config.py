@@ -91,6 +91,11 @@ class Pools(_Model):
     tagging: Pool = Pool(name="flatcar_tagging", slots=1)
 
 
+class BranchLock(_Model):
+    poke_interval: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    timeout: Annotated[float, Field(gt=0)] = 2 * 24 * 3600.0
+
+
 class FullBuild(_Model):
     enabled: bool = True
     branch: str = "main"
@@ -151,6 +156,7 @@ class Config(_Model):
     image_changes: Literal["last-nightly", "last-release"] | None = "last-nightly"
     step_env: dict[str, str] = Field(default_factory=dict)
     pools: Pools = Pools()
+    branch_lock: BranchLock = BranchLock()
     start_date: dt.date = dt.date(2026, 1, 1)
     max_active_runs: Annotated[int, Field(ge=1, le=16)] = 1
     retries: Annotated[int, Field(ge=0, le=10)] = 1

@@ -3,12 +3,13 @@
 Both are built from the configuration (:mod:`flatcar_airflow.config`) at parse time, with no network,
 git or database access. Their shape::
 
-    version → tag → [sdk_bootstrap → sdk_container →]                       (full builds only)
+    branch_lock → version → tag → [sdk_bootstrap → sdk_container →]                       (full builds only)
         per arch: packages_<arch> → push_packages_<arch>
                                   → image_<arch> → vms_<arch> → test_<arch>_<vendor> (one per vendor)
                                                  → image_changes_<arch>
     → summary (always: writes the build manifest; fails the run if a step failed)
 
+``branch_lock`` waits while another run of the DAG (a backfill's, say) builds the branch;
 ``version`` turns the run (its time, type and params) into what to build; ``tag`` creates or reuses
 the version tag (and takes the nightly shortcut, which skips everything downstream); the step tasks
 run the scripts' steps through the configured runner.
@@ -24,6 +25,7 @@ from airflow.sdk import DAG, CronTriggerTimetable, Param, TaskGroup, task
 
 from .config import Config
 from .operators import (
+    BranchLockSensor,
     ImageChangesOperator,
     ImageOperator,
     PackagesOperator,
@@ -183,7 +185,15 @@ def _build_dag(
         "pool": config.pools.steps.name,
     }
     with dag:
+        lock = BranchLockSensor(
+            task_id="branch_lock",
+            branch=branch,
+            poke_interval=config.branch_lock.poke_interval,
+            timeout=config.branch_lock.timeout,
+            retries=0,
+        )
         version = _version_task(config, kind, branch)
+        lock >> version
         tag = _tag_task(config, kind)(version)
         build = tag
         steps: list = []
@@ -240,7 +250,7 @@ def _build_dag(
                     image >> changes
                     steps.append(changes)
         summary = _summary_task(config)()
-        [version, tag, *steps] >> summary
+        [lock, version, tag, *steps] >> summary
     return dag
 
 

@@ -78,7 +78,14 @@ def _edges(dag) -> set[tuple[str, str]]:
 def test_full_build_graph(tmp_path):
     dag = build_dags(parse_config(config_text("x", tmp_path)))[FULL_DAG_ID]
     edges = _edges(dag)
-    assert {("version", "tag"), ("tag", "sdk_bootstrap"), ("sdk_bootstrap", "sdk_container")} <= edges
+    assert {
+        ("branch_lock", "version"),
+        ("version", "tag"),
+        ("tag", "sdk_bootstrap"),
+        ("sdk_bootstrap", "sdk_container"),
+    } <= edges
+    assert dag.roots == [dag.task_dict["branch_lock"]]
+    assert dag.task_dict["branch_lock"].mode == "reschedule"
     for arch in ("amd64", "arm64"):
         assert {
             ("sdk_container", f"{arch}.packages"),
@@ -102,6 +109,7 @@ def test_os_build_graph_and_dag_ids(tmp_path):
     dag = dags["flatcar_os_flatcar_4593"]
     edges = _edges(dag)
     assert {
+        ("branch_lock", "version"),
         ("version", "tag"),
         ("tag", "packages_tag"),
         ("packages_tag", "amd64.packages"),

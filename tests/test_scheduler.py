@@ -1,10 +1,12 @@
 """The OS-only pipeline under a real Airflow (``airflow standalone``: scheduler, dag-processor, API server,
-LocalExecutor, SQLite) started by the test: a scheduled nightly, a manual run with params through the
-REST API, a refused run with bad params, and a backfill of three missed nightlies checked run by run."""
+LocalExecutor, SQLite) started by the test: a scheduled nightly, a refused run with bad params, a backfill
+of three missed nightlies checked run by run while a manual run with params (REST API) competes for the
+branch, and re-running only what failed by clearing it as the UI does."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -95,6 +97,10 @@ class Airflow:
         self.wait(finished, timeout, f"{count} finished runs")
         return self.runs()
 
+    def task_instances(self, run_id: str) -> dict[str, dict]:
+        data = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
+        return {ti["task_id"]: ti for ti in data["task_instances"]}
+
     def xcom(self, run_id: str, task_id: str) -> dict:
         data = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
         value = data["value"]
@@ -106,22 +112,24 @@ def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
     home = tmp_path / "airflow-home"
     home.mkdir()
     config = tmp_path / "flatcar.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "scripts_repo": str(mini_origin.path),
-                "buildcache_conn_id": CACHE_CONN,
-                "runner": {"type": "local", "root": str(tmp_path / "build-root")},
-                "tagging_cache": str(tmp_path / "tag-cache"),
-                "arches": {"amd64": {"formats": ["qemu_uefi"], "test_vendors": []}},
-                "full": {"enabled": False, "arches": ["amd64"]},
-                "os": {"branches": ["flatcar-4593"], "arches": ["amd64"], "schedule": "0 21 * * *"},
-                "image_changes": None,
-                "retries": 0,
-                "start_date": "2026-01-01",
-            }
-        )
-    )
+
+    def write_config(**overrides) -> None:
+        settings = {
+            "scripts_repo": str(mini_origin.path),
+            "buildcache_conn_id": CACHE_CONN,
+            "runner": {"type": "local", "root": str(tmp_path / "build-root")},
+            "tagging_cache": str(tmp_path / "tag-cache"),
+            "arches": {"amd64": {"formats": ["qemu_uefi"], "test_vendors": []}},
+            "full": {"enabled": False, "arches": ["amd64"]},
+            "os": {"branches": ["flatcar-4593"], "arches": ["amd64"], "schedule": "0 21 * * *"},
+            "image_changes": None,
+            "retries": 0,
+            "start_date": "2026-01-01",
+            "branch_lock": {"poke_interval": 3},
+        }
+        config.write_text(yaml.safe_dump({**settings, **overrides}))
+
+    write_config()
     port = _free_port()
     env = {
         **os.environ,
@@ -143,6 +151,7 @@ def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
     }
     env.pop("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", None)
     server = Airflow(home, env)
+    server.write_config = write_config
     server.cli("db", "migrate")
     server.cli("pools", "set", "flatcar_build_steps", "2", "Flatcar build steps")
     server.cli("pools", "set", "flatcar_tagging", "1", "Flatcar tagging")
@@ -156,7 +165,14 @@ def _latest_tick(now: dt.datetime) -> dt.datetime:
     return tick if tick <= now else tick - dt.timedelta(days=1)
 
 
-def test_schedule_manual_run_bad_params_and_backfill(airflow, mini_origin):
+def _build_window(airflow: Airflow, run_id: str) -> tuple[dt.datetime, dt.datetime]:
+    """When the run built its branch: from its branch_lock's success to its summary's end."""
+    tis = airflow.task_instances(run_id)
+    start = dt.datetime.fromisoformat(tis["branch_lock"]["end_date"])
+    return start, dt.datetime.fromisoformat(tis["summary"]["end_date"])
+
+
+def test_schedule_bad_params_backfill_against_a_manual_run_and_rerun_of_what_failed(airflow, mini_origin):
     tick = _latest_tick(dt.datetime.now(dt.UTC))
     missed = [tick - dt.timedelta(days=n) for n in (5, 4, 3)]
     # The branch moved on during the missed nights: one commit each noon.
@@ -176,21 +192,7 @@ def test_schedule_manual_run_bad_params_and_backfill(airflow, mini_origin):
     )  # the nightly advanced the branch
     head_after_nightly = mini_origin.head("flatcar-4593")
 
-    # 2. A manual run with params through the REST API.
-    manual = airflow.api.post(
-        f"/dags/{DAG_ID}/dagRuns",
-        json={
-            "logical_date": None,
-            "conf": {"build_id": "pr-42", "formats": ["qemu_uefi"]},
-        },
-    )
-    assert manual.status_code == 200, manual.text
-    airflow.wait_for_runs(2)
-    run = next(r for r in airflow.runs() if r["dag_run_id"] == manual.json()["dag_run_id"])
-    assert run["state"] == "success"
-    assert "stable-4593.2.4-pr-42" in mini_origin.tags()
-
-    # 3. Bad params are refused at trigger time: no run is created.
+    # 2. Bad params are refused at trigger time: no run is created.
     refused = airflow.api.post(
         f"/dags/{DAG_ID}/dagRuns",
         json={
@@ -199,9 +201,11 @@ def test_schedule_manual_run_bad_params_and_backfill(airflow, mini_origin):
         },
     )
     assert refused.status_code == 400 and "ref" in refused.text
-    assert len(airflow.runs()) == 2
+    assert len(airflow.runs()) == 1
 
-    # 4. A backfill of the three missed nightlies.
+    # 3. A backfill of the three missed nightlies, and right away a manual run with params through the
+    # REST API. Airflow starts both (a backfill's runs do not count against max_active_runs); the
+    # branch lock lets only one of them build at a time.
     backfill = airflow.api.post(
         "/backfills",
         json={
@@ -213,9 +217,19 @@ def test_schedule_manual_run_bad_params_and_backfill(airflow, mini_origin):
         },
     )
     assert backfill.status_code == 200, backfill.text
+    manual = airflow.api.post(
+        f"/dags/{DAG_ID}/dagRuns",
+        json={
+            "logical_date": None,
+            "conf": {"build_id": "pr-42", "formats": ["qemu_uefi"]},
+        },
+    )
+    assert manual.status_code == 200, manual.text
     runs = airflow.wait_for_runs(5)
+    assert all(run["state"] == "success" for run in runs), runs
+    assert "stable-4593.2.4-pr-42" in mini_origin.tags()
     backfilled = sorted((r for r in runs if r["run_type"] == "backfill"), key=lambda r: r["logical_date"])
-    assert [r["state"] for r in backfilled] == ["success"] * 3, backfilled
+    assert len(backfilled) == 3
     for run, day, commit in zip(backfilled, missed, commits, strict=True):
         version = f"stable-4593.2.4-nightly-{day:%Y%m%d}-2100"
         plan = airflow.xcom(run["dag_run_id"], "version")
@@ -223,3 +237,52 @@ def test_schedule_manual_run_bad_params_and_backfill(airflow, mini_origin):
         tagged = mini_origin.tag_commit(version)
         assert mini_origin.git("rev-parse", f"{tagged}^") == commit  # built on that night's commit
     assert mini_origin.head("flatcar-4593") == head_after_nightly  # a backfill never pushes the branch
+    windows = sorted(_build_window(airflow, run["dag_run_id"]) for run in runs)
+    for (_, end), (start, _) in itertools.pairwise(windows):
+        assert end <= start, f"two builds of the branch overlapped: {windows}"
+
+    # 4. Re-running only what failed: a build host's trouble fails amd64's vendor images ...
+    airflow.write_config(step_env={"MINI_FAIL_STEP": "vm_build"})
+    failing = airflow.api.post(
+        f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {"build_id": "rerun-1"}}
+    )
+    assert failing.status_code == 200, failing.text
+    run_id = failing.json()["dag_run_id"]
+    airflow.wait_for_runs(6)
+    tis = airflow.task_instances(run_id)
+    assert next(r for r in airflow.runs() if r["dag_run_id"] == run_id)["state"] == "failed"
+    assert tis["amd64.vms"]["state"] == "failed" and tis["summary"]["state"] == "failed"
+    assert tis["amd64.image"]["state"] == "success"
+    image_record = airflow.xcom(run_id, "amd64.image")
+
+    # ... the trouble is mended, and the failed task is cleared with its downstream as the UI does.
+    airflow.write_config()
+    cleared = airflow.api.post(
+        f"/dags/{DAG_ID}/clearTaskInstances",
+        json={
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": ["amd64.vms"],
+            "only_failed": True,
+            "include_downstream": True,
+        },
+    )
+    assert cleared.status_code == 200, cleared.text
+    assert {ti["task_id"] for ti in cleared.json()["task_instances"]} == {"amd64.vms", "summary"}
+    airflow.wait(
+        lambda: airflow.task_instances(run_id)["summary"]["state"] in ("success", "failed"),
+        300,
+        "the cleared run to finish",
+    )
+    tis = airflow.task_instances(run_id)
+    assert tis["summary"]["state"] == "success", tis["summary"]
+    tries = {task_id: ti["try_number"] for task_id, ti in tis.items()}
+    assert tries["amd64.vms"] == 2 and tries["summary"] == 2
+    for task_id in ("branch_lock", "version", "tag", "packages_tag", "amd64.packages", "amd64.image"):
+        assert tries[task_id] == 1, f"{task_id} ran again: {tries}"
+    manifest = airflow.xcom(run_id, "summary")
+    assert manifest["state"] == "success" and manifest["version"] == "stable-4593.2.4-rerun-1"
+    vms = manifest["arches"]["amd64"]["vms"]
+    assert vms["state"] == "success" and vms["artifacts"]
+    # The vendor images were built from the first try's image, which was not built again.
+    assert manifest["arches"]["amd64"]["image"]["artifacts"] == image_record["artifacts"]

@@ -1,5 +1,7 @@
-"""Airflow operators: one per Flatcar build step (all are FlatcarStepOperator with a fixed step)."""
+"""Airflow operators: one per Flatcar build step (all are FlatcarStepOperator with a fixed step), and
+the branch lock that opens every pipeline."""
 
+from .branch_lock import BranchLockSensor
 from .step import FlatcarStepOperator
 from .steps import (
     ImageChangesOperator,
@@ -14,6 +16,7 @@ from .steps import (
 )
 
 __all__ = [
+    "BranchLockSensor",
     "FlatcarStepOperator",
     "ImageChangesOperator",
     "ImageOperator",
