@@ -30,16 +30,23 @@ def test_a_run_past_its_lock_holds_the_branch_until_its_summary_finished(summary
     assert "holds the branch" in holders["backfill__a"]
 
 
-def test_a_run_deciding_right_now_blocks_so_two_deciders_both_wait():
-    both = {OWN: states("running"), "manual__b": states("running")}
-    assert list(branch_holders(OWN, both)) == ["manual__b"]
-    assert list(branch_holders("manual__b", both)) == [OWN]
-
-
-@pytest.mark.parametrize("lock", [None, "scheduled", "queued", "up_for_reschedule", "failed", "skipped"])
+@pytest.mark.parametrize(
+    "lock", [None, "scheduled", "queued", "running", "up_for_reschedule", "failed", "skipped"]
+)
 def test_waiting_or_failed_locks_do_not_hold(lock):
     assert branch_holders(OWN, {OWN: states("running"), "backfill__c": states(lock)}) == {}
 
 
 def test_runs_made_before_the_lock_existed_are_ignored():
     assert branch_holders(OWN, {OWN: states("running"), "scheduled__old": {"summary": None}}) == {}
+
+
+def test_the_lock_task_is_a_critical_section_across_all_runs():
+    from flatcar_airflow.operators import BranchLockSensor
+
+    sensor = BranchLockSensor(task_id="branch_lock", branch="main")
+    assert sensor.max_active_tis_per_dag == 1 and sensor.mode == "poke"
+    with pytest.raises(ValueError, match="mode='poke'"):
+        BranchLockSensor(task_id="lock", branch="main", mode="reschedule")
+    with pytest.raises(ValueError, match="max_active_tis_per_dag=1"):
+        BranchLockSensor(task_id="lock", branch="main", max_active_tis_per_dag=2)

@@ -85,7 +85,7 @@ def test_full_build_graph(tmp_path):
         ("sdk_bootstrap", "sdk_container"),
     } <= edges
     assert dag.roots == [dag.task_dict["branch_lock"]]
-    assert dag.task_dict["branch_lock"].mode == "reschedule"
+    assert dag.task_dict["branch_lock"].max_active_tis_per_dag == 1
     for arch in ("amd64", "arm64"):
         assert {
             ("sdk_container", f"{arch}.packages"),
