@@ -189,6 +189,13 @@ class Config(_Model):
             missing = [arch for arch in arches if arch not in self.arches]
             if missing:
                 raise ValueError(f"{where} names {', '.join(missing)}, which has no entry under 'arches'")
+        if self.full.enabled and self.full.branch in self.os.branches:
+            # Two DAGs of one branch would tag the same nightly versions and each hold only its own
+            # branch lock.
+            raise ValueError(
+                f"os.branches lists {self.full.branch!r}, which flatcar_full builds (full.branch); "
+                "a branch gets one pipeline"
+            )
         return self
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,27 @@ def test_a_bad_configuration_is_one_import_error_naming_the_key(tmp_path, monkey
     assert "full.schedule: 'every night' is not a five-field cron expression" in next(
         iter(bag.import_errors.values())
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"os": {"branches": ["flatcar-4593", "main"]}}, "os.branches lists 'main', which flatcar_full"),
+        ({"branch_lock": {"poke_interval": 0}}, "branch_lock.poke_interval: Input should be greater than 0"),
+        ({"branch_lock": {"mode": "reschedule"}}, "branch_lock.mode: Extra inputs are not permitted"),
+        ({"os": {"arches": ["s390x"]}}, "os.arches.0: Input should be 'amd64' or 'arm64'"),
+    ],
+)
+def test_configuration_errors_name_the_key(tmp_path, overrides, message):
+    from flatcar_airflow.config import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(config_text("x", tmp_path, **overrides))
+
+
+def test_an_os_build_of_main_is_fine_without_the_full_build(tmp_path):
+    config = parse_config(config_text("x", tmp_path, full={"enabled": False}, os={"branches": ["main"]}))
+    assert set(build_dags(config)) == {"flatcar_os_main"}
 
 
 def _edges(dag) -> set[tuple[str, str]]:
