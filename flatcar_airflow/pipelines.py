@@ -3,7 +3,7 @@
 Both are built from the configuration (:mod:`flatcar_airflow.config`) at parse time, with no network,
 git or database access. Their shape::
 
-    branch_lock → version → tag → [sdk_bootstrap → sdk_container →]                       (full builds only)
+    branch_lock → version → tag → [sdk_bootstrap → sdk_container →]         (full builds only)
         per arch: packages_<arch> → push_packages_<arch>
                                   → image_<arch> → vms_<arch> → test_<arch>_<vendor> (one per vendor)
                                                  → image_changes_<arch>
