@@ -157,10 +157,12 @@ def tag_build(config: Config, kind: BuildKind, plan: Mapping) -> dict:
     return {**dict(plan), **result.to_dict()}
 
 
+_PREPARATION = ("branch_lock", "version", "tag")
+
+
 def _step_tasks(context) -> list[str]:
     dag = context["dag"]
-    not_steps = ("branch_lock", "version", "tag", "summary")
-    return [task_id for task_id in dag.task_ids if task_id not in not_steps]
+    return [task_id for task_id in dag.task_ids if task_id not in (*_PREPARATION, "summary")]
 
 
 def summarize(config: Config, context: Mapping[str, Any]) -> dict:
@@ -192,7 +194,8 @@ def summarize(config: Config, context: Mapping[str, Any]) -> dict:
         "arches": {},
         "tests": {},
     }
-    failed = []
+    # The first failure named first: a failed lock, version or tag leaves every step upstream_failed.
+    failed = [task_id for task_id in _PREPARATION if _state(states, task_id) == "failed"]
     for task_id in _step_tasks(context):
         record = ti.xcom_pull(task_ids=task_id) or {}
         state = _state(states, task_id)

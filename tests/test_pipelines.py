@@ -228,6 +228,10 @@ def test_params_the_schema_cannot_judge_are_refused_in_the_version_task(run_dag,
     assert run.get_task_instance("version").state == "failed"
     assert run.get_task_instance("tag").state == "upstream_failed"
     assert "stable-4593.0.5" not in mini_origin.tags()
+    assert run.state == "failed"
+    summary = run.get_task_instance("summary")
+    assert summary.state == "failed"
+    assert summary.xcom_pull(task_ids="summary")["state"] == "failed"
 
 
 def test_manual_run_with_a_build_id(run_dag, pipelines, mini_origin, build_cache, released_sdk):
