@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from .artifacts import container, generic_image, image_file
 from .config import Config
 from .hooks.buildcache import BuildCacheHook
 from .nightly import run_time
 from .scripts_repo import ScriptsRepo, check_ref_name
+from .steps import BuildContext
 from .tagging import BuildKind, CIIdentity, ShortcutCandidate, TagRequest, nightly_version, tag_version
 from .versions import FlatcarVersion, VersionError, check_safe_string, parse_any, parse_build_id, parse_tag
 
@@ -29,8 +32,6 @@ MANIFEST_NAME = "flatcar-airflow-manifest.json"
 
 
 def _repo(config: Config) -> ScriptsRepo:
-    from pathlib import Path
-
     return ScriptsRepo(
         config.scripts_repo, cache_dir=Path(config.tagging_cache) if config.tagging_cache else None
     )
@@ -84,7 +85,8 @@ def resolve_build(config: Config, kind: BuildKind, branch: str, context: Mapping
     dag_run = context["dag_run"]
     checked = _check_params(config, kind, context["params"])
     when = run_time(context.get("logical_date"), dag_run.run_after)
-    backfill = str(getattr(dag_run.run_type, "value", dag_run.run_type)) == "backfill"
+    run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
+    backfill = run_type == "backfill"
     repo = _repo(config)
     ref = checked["ref"]
     commit = None
@@ -116,7 +118,7 @@ def resolve_build(config: Config, kind: BuildKind, branch: str, context: Mapping
         "commit": commit,
         "version": version.tag,
         "run_time": when.isoformat(),
-        "run_type": str(getattr(dag_run.run_type, "value", dag_run.run_type)),
+        "run_type": run_type,
         "backfill": backfill,
         "seed_sdk": seed,
         "arches": checked["arches"],
@@ -132,14 +134,10 @@ def tag_build(config: Config, kind: BuildKind, plan: Mapping) -> dict:
 
     def outputs_exist(candidate: ShortcutCandidate) -> bool:
         vf = candidate.versionfile
-        paths = [
-            f"images/{arch}/{vf.os.versionfile_version}/flatcar_production_image.bin.bz2"
-            for arch in ("amd64", "arm64")
-        ]
+        refs = [generic_image(vf.os, arch) for arch in ("amd64", "arm64")]
         if candidate.kind is BuildKind.FULL:
-            dv = vf.sdk.docker_version
-            paths.append(f"containers/{dv}/flatcar-sdk-all-{dv}.tar.zst")
-        return all(entry.exists for entry in hook.check(paths).values())
+            refs.append(container("flatcar-sdk-all", vf.sdk))
+        return all(entry.exists for entry in hook.check(ref.path for ref in refs).values())
 
     request = TagRequest(
         version=parse_tag(plan["version"]),
@@ -223,9 +221,9 @@ def summarize(config: Config, context: Mapping[str, Any]) -> dict:
         hook = BuildCacheHook(config.buildcache_conn_id)
         data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
         written = []
+        built = BuildContext.from_build(build).os
         for arch in plan.get("arches", []):
-            path = f"images/{arch}/{versionfile['FLATCAR_VERSION']}/{MANIFEST_NAME}"
-            written.append(hook.upload(path, data))
+            written.append(hook.upload(image_file(built, arch, MANIFEST_NAME).path, data))
         manifest["manifest_urls"] = written
     if failed:
         ti.xcom_push(key="return_value", value=manifest)

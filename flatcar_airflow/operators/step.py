@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from ..artifacts import ArtifactRef
@@ -288,12 +288,12 @@ class FlatcarStepOperator(BaseOperator):
 
         secret_env: dict[str, str] = {}
         if self.secrets_conn_id:
-            extra = BuildCacheHook.get_connection(self.secrets_conn_id).extra_dejson
+            extra = BaseHook.get_connection(self.secrets_conn_id).extra_dejson
             for name, value in extra.items():
                 mask_secret(str(value))
                 secret_env[str(name)] = str(value)
         if self.signing_conn_id:
-            conn = BuildCacheHook.get_connection(self.signing_conn_id)
+            conn = BaseHook.get_connection(self.signing_conn_id)
             if not conn.login or not conn.password:
                 raise AirflowFailException(
                     f"signing connection {self.signing_conn_id!r} needs login (SIGNER) and password (key)"
