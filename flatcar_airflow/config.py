@@ -28,6 +28,8 @@ __all__ = ["DEFAULT_CONFIG", "Config", "ConfigError", "load_config"]
 DEFAULT_CONFIG = Path(__file__).with_name("default-config.yaml")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _POOL = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: A Celery queue name (the names ``airflow celery worker --queues`` takes, comma-separated).
+_QUEUE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?LW#-]+$")
 
 
@@ -46,6 +48,12 @@ def _names(values: list[str], what: str) -> list[str]:
     if len(set(values)) != len(values):
         raise ValueError(f"{what}s repeat a value")
     return values
+
+
+def _queue(value: str | None) -> str | None:
+    if value is not None and not _QUEUE.match(value):
+        raise ValueError(f"queue {value!r} must be letters, digits, '_', '.' and '-'")
+    return value
 
 
 def _schedule(value: str | None) -> str | None:
@@ -69,6 +77,20 @@ class Identity(_Model):
 class ArchConfig(_Model):
     formats: list[str] = Field(default_factory=lambda: ["qemu_uefi"], min_length=1)
     test_vendors: list[str] = Field(default_factory=lambda: ["qemu_uefi"])
+    #: The Celery queue of this arch's step tasks (None: the top-level ``queue``).
+    queue: str | None = None
+    #: The runner of this arch's step tasks (None: the top-level ``runner``).
+    runner: dict[str, Any] | None = None
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str | None) -> str | None:
+        return _queue(value)
+
+    @field_validator("runner", mode="before")
+    @classmethod
+    def _runner(cls, value: Any) -> dict | None:
+        return None if value is None else validate_runner_config(value)
 
     @field_validator("formats")
     @classmethod
@@ -148,6 +170,7 @@ class Config(_Model):
     signing_conn_id: str | None = None
     secrets_conn_id: str | None = None
     runner: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
+    queue: str = "default"
     arches: dict[Literal["amd64", "arm64"], ArchConfig] = Field(
         default_factory=lambda: {arch: ArchConfig() for arch in ARCHES}
     )
@@ -170,10 +193,23 @@ class Config(_Model):
             raise ValueError("must be a git URL or path without whitespace, not starting with '-'")
         return value
 
-    @field_validator("runner")
+    @field_validator("runner", mode="before")
     @classmethod
-    def _runner(cls, value: dict) -> dict:
+    def _runner(cls, value: Any) -> dict:
         return validate_runner_config(value)
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str) -> str:
+        return _queue(value)
+
+    def arch_queue(self, arch: str) -> str:
+        """The Celery queue of ``arch``'s step tasks."""
+        return self.arches[arch].queue or self.queue
+
+    def arch_runner(self, arch: str) -> dict[str, Any]:
+        """The runner configuration of ``arch``'s step tasks."""
+        return self.arches[arch].runner or self.runner
 
     @field_validator("step_env")
     @classmethod

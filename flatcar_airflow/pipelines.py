@@ -13,6 +13,10 @@ git or database access. Their shape::
 ``version`` turns the run (its time, type and params) into what to build; ``tag`` creates or reuses
 the version tag (and takes the nightly shortcut, which skips everything downstream); the step tasks
 run the scripts' steps through the configured runner.
+
+Queues (docs/scaling-out.md): every task goes to the configuration's ``queue`` but the per-arch steps,
+which go to their arch's queue and run through their arch's runner (``arches.<arch>.queue``,
+``arches.<arch>.runner``; either falls back to the top-level one).
 """
 
 from __future__ import annotations
@@ -172,7 +176,11 @@ def _build_dag(
         params=_params(config, kind, branch, arches),
         tags=["flatcar", kind.value],
         doc_md=f"Flatcar {kind.value} build of `{branch}` ({what}). See docs/pipelines.md.",
-        default_args={"retries": config.retries, "retry_delay": dt.timedelta(minutes=1)},
+        default_args={
+            "retries": config.retries,
+            "retry_delay": dt.timedelta(minutes=1),
+            "queue": config.queue,
+        },
     )
     common: dict[str, Any] = {
         "scripts_repo": config.scripts_repo,
@@ -214,16 +222,17 @@ def _build_dag(
             steps.append(packages_tag)
             first = packages_tag
         for arch in arches:
+            on_arch = {**common, "queue": config.arch_queue(arch), "runner": config.arch_runner(arch)}
             with TaskGroup(group_id=arch):
-                packages = PackagesOperator(task_id="packages", build=build, arch=arch, **common)
+                packages = PackagesOperator(task_id="packages", build=build, arch=arch, **on_arch)
                 push = PushPackagesOperator(
-                    task_id="push_packages", build=build, arch=arch, inputs=packages.output, **common
+                    task_id="push_packages", build=build, arch=arch, inputs=packages.output, **on_arch
                 )
                 image = ImageOperator(
-                    task_id="image", build=build, arch=arch, inputs=packages.output, **common
+                    task_id="image", build=build, arch=arch, inputs=packages.output, **on_arch
                 )
                 vms = VendorImagesOperator(
-                    task_id="vms", build=build, arch=arch, formats=None, inputs=image.output, **common
+                    task_id="vms", build=build, arch=arch, formats=None, inputs=image.output, **on_arch
                 )
                 first >> packages >> [push, image]
                 image >> vms
@@ -235,7 +244,7 @@ def _build_dag(
                         arch=arch,
                         vendor=vendor,
                         inputs=vms.output,
-                        **common,
+                        **on_arch,
                     )
                     vms >> test
                     steps.append(test)
@@ -245,7 +254,7 @@ def _build_dag(
                         build=build,
                         arch=arch,
                         compare_to=config.image_changes,
-                        **common,
+                        **on_arch,
                     )
                     image >> changes
                     steps.append(changes)
