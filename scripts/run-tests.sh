@@ -12,10 +12,10 @@ FA_WHO=run-tests
 source scripts/lib/setup.sh
 
 # The product's Debian packages (scripts/lib/setup.sh), and what only the tests use: debootstrap (the
-# Debian base of the test images).
-fa_install_debs "${FA_DEBS[@]}" debootstrap
+# Debian base of the test images); redis-server and postgresql (the Celery test's broker and database).
+fa_install_debs "${FA_DEBS[@]}" debootstrap redis-server postgresql
 fa_start_dockerd
-fa_sync_venv test
+fa_sync_venv test celery
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
