@@ -29,13 +29,14 @@ def cache_connection(build_cache, **extra) -> dict:
 
 
 def host_connection(build_cache) -> dict:
-    """An ``ssh`` connection to this machine as a build host (the build cache's sshd)."""
+    """An ``ssh`` connection to this machine as a build host (the session's build host sshd)."""
+    host = build_cache.build_host
     return {
         "conn_type": "ssh",
-        "host": build_cache.server,
-        "port": build_cache.ssh_port,
-        "login": build_cache.user,
-        "extra": {"key_file": str(build_cache.key_file), "host_key": build_cache.host_key},
+        "host": host.server,
+        "port": host.port,
+        "login": host.user,
+        "extra": {"key_file": str(host.key_file), "host_key": host.host_key},
     }
 
 

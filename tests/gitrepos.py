@@ -13,22 +13,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-VERSIONFILE = "sdk_container/.repo/manifests/version.txt"
+from flatcar_airflow.demo.origin import BRANCH_VERSIONFILE, MAIN_VERSIONFILE, VERSIONFILE
+
+__all__ = ["BRANCH_VERSIONFILE", "MAIN_VERSIONFILE", "VERSIONFILE", "git", "make_origins"]
+
 OVERLAY = "sdk_container/src/third_party/coreos-overlay"
 PORTAGE = "sdk_container/src/third_party/portage-stable"
 
-MAIN_VERSIONFILE = (
-    "FLATCAR_VERSION=4798.0.0+nightly-20260820-2100\n"
-    "FLATCAR_VERSION_ID=4798.0.0\n"
-    'FLATCAR_BUILD_ID="nightly-20260820-2100"\n'
-    "FLATCAR_SDK_VERSION=4798.0.0+nightly-20260820-2100\n"
-)
-BRANCH_VERSIONFILE = (
-    "FLATCAR_VERSION=4593.2.4\n"
-    "FLATCAR_VERSION_ID=4593.2.4\n"
-    'FLATCAR_BUILD_ID=""\n'
-    "FLATCAR_SDK_VERSION=4593.0.0\n"
-)
 T0 = dt.datetime(2026, 8, 1, 12, 0, tzinfo=dt.UTC)
 
 

@@ -1,9 +1,10 @@
 """Real local infrastructure for tests that run Flatcar build steps (a pytest plugin: ``pytest_plugins``).
 
-Everything runs on this machine and on loopback: the docker engine, a build cache served like Flatcar's
-bincache (writes: rsync over ssh to our own sshd; reads: HTTPS from a Python server with a certificate of
-our own CA), SDK and mantle images made from a busybox rootfs, and bare git origins of the miniature
-scripts repository in ``examples/mini-scripts`` (docs/mini-scripts.md). The processes started here are
+Everything runs on this machine and on loopback: the docker engine, the project's build cache server
+(``flatcar_airflow.buildcache_server``: rsync over ssh with a restricted write key, HTTPS reads from nginx
+with a certificate of its own CA), a plain sshd as the ssh runner's build host, and the demo profile's
+SDK and mantle images and bare git origins of the miniature scripts repository in
+``examples/mini-scripts`` (``flatcar_airflow.demo``, docs/mini-scripts.md). The processes started here are
 stopped when the session ends; dockerd, if it had to be started, is left running like a system service.
 
 Fixtures: ``docker_engine``, ``busybox_image``, ``seed_sdk``, ``released_sdk``, ``build_cache``,
@@ -16,7 +17,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import functools
-import io
 import itertools
 import os
 import shutil
@@ -25,9 +25,7 @@ import socket
 import ssl
 import subprocess
 import sys
-import tarfile
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -37,6 +35,10 @@ from pathlib import Path
 import pytest
 from gitrepos import BRANCH_VERSIONFILE, MAIN_VERSIONFILE, VERSIONFILE
 from gitrepos import git as _git
+
+from flatcar_airflow.buildcache_server import BuildCacheServer, ServerError, Settings
+from flatcar_airflow.demo import make_demo_images, make_demo_origin, sdk_files
+from flatcar_airflow.demo.images import busybox_rootfs, import_image
 
 __all__ = [
     "BRANCH_VERSIONFILE",
@@ -72,8 +74,6 @@ SEED_IMAGE = f"ghcr.io/flatcar/flatcar-sdk-all:{SEED_DOCKER_VERSION}"
 MANTLE_IMAGE = (MINI_SCRIPTS / "sdk_container/.repo/manifests/mantle-container").read_text().strip()
 #: The released SDK the maintenance branch flatcar-4593 builds with (see ``released_sdk``).
 RELEASED_SDK_VERSION = "4593.0.0"
-
-_T0 = dt.datetime(2026, 8, 20, 21, 0, tzinfo=dt.UTC)
 
 # The build cache this session started (run_step's default).
 _SESSION: dict[str, BuildCache] = {}
@@ -187,88 +187,17 @@ def _docker_engine():
         _run(["docker", "image", "rm", image], check=False)
 
 
-def _busybox_rootfs(dest: Path) -> Path:
-    """A minimal root file system: static busybox with all its applets in /bin, /etc, /tmp, /root."""
-    busybox = shutil.which("busybox") or "/usr/bin/busybox"
-    if not Path(busybox).exists():
-        pytest.fail("busybox is not installed (apt-get install busybox-static)")
-    for sub in (
-        "bin",
-        "sbin",
-        "etc",
-        "tmp",
-        "root",
-        "home",
-        "var/tmp",
-        "usr/bin",
-        "usr/share",
-        "proc",
-        "sys",
-        "dev",
-    ):
-        (dest / sub).mkdir(parents=True, exist_ok=True)
-    (dest / "tmp").chmod(0o1777)
-    (dest / "var/tmp").chmod(0o1777)
-    shutil.copy2(busybox, dest / "bin/busybox")
-    applets = _run([busybox, "--list"]).stdout.split()
-    for applet in applets:
-        link = dest / "bin" / applet
-        if not link.exists() and applet != "busybox":
-            link.symlink_to("busybox")
-    (dest / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\nsdk:x:1000:1000:sdk:/home/sdk:/bin/sh\n")
-    (dest / "etc/group").write_text("root:x:0:\nsdk:x:1000:\n")
-    (dest / "etc/os-release").write_text('NAME="flatcar-airflow test rootfs"\nID=busybox\n')
-    return dest
-
-
-def import_image(rootfs: Path, image: str, files: dict[str, str | bytes] | None = None) -> str:
-    """``docker import`` a root file system plus extra ``files`` (image path → content) as ``image``."""
-    buffer = io.BytesIO()
-    added: set[str] = set()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(rootfs, arcname=".")
-        for path, content in (files or {}).items():
-            data = content.encode() if isinstance(content, str) else content
-            parts = Path(path.lstrip("/")).parts
-            for depth in range(1, len(parts)):
-                directory = "/".join(parts[:depth])
-                if not (rootfs / directory).exists() and directory not in added:
-                    added.add(directory)
-                    info = tarfile.TarInfo(directory)
-                    info.type = tarfile.DIRTYPE
-                    info.mode = 0o755
-                    tar.addfile(info)
-            info = tarfile.TarInfo("/".join(parts))
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    _run(["docker", "import", "-", image], input=buffer.getvalue(), text=False)
-    return image
-
-
 @pytest.fixture(scope="session")
 def busybox_image(docker_engine, tmp_path_factory):
     """A function ``make(image, files=None) -> image``: the busybox rootfs (plus files) imported as image."""
-    rootfs = _busybox_rootfs(tmp_path_factory.mktemp("busybox-rootfs"))
+    rootfs = busybox_rootfs(tmp_path_factory.mktemp("busybox-rootfs"))
     return functools.partial(import_image, rootfs)
-
-
-def _sdk_files(version: str, boards: tuple[str, ...]) -> dict[str, str]:
-    files = {
-        "/etc/flatcar-sdk-version": f"{version}\n",
-        "/etc/lsb-release": f'DISTRIB_ID="Flatcar Container Linux by Kinvolk"\nDISTRIB_RELEASE={version}\n',
-    }
-    for board in boards:
-        files[f"/build/{board}/etc/target-version.txt"] = f"TARGET_FLATCAR_VERSION='{version}'\n"
-    return files
 
 
 @pytest.fixture(scope="session")
 def seed_sdk(busybox_image) -> str:
     """The seed SDK image ``SEED_IMAGE`` and the mantle image ``MANTLE_IMAGE``; returns ``SEED_VERSION``."""
-    busybox_image(SEED_IMAGE, _sdk_files(SEED_VERSION, ("amd64-usr", "arm64-usr")))
-    busybox_image(MANTLE_IMAGE, {"/etc/mantle-version": MANTLE_IMAGE.rpartition(":")[2] + "\n"})
+    make_demo_images(MINI_SCRIPTS, force=True)
     return SEED_VERSION
 
 
@@ -280,7 +209,7 @@ def _released_sdk_tarballs(busybox_image, tmp_path_factory) -> Path:
     saved.mkdir(parents=True)
     flavours = (("all", ("amd64-usr", "arm64-usr")), ("amd64", ("amd64-usr",)), ("arm64", ("arm64-usr",)))
     for flavour, boards in flavours:
-        image = busybox_image(f"ghcr.io/flatcar/flatcar-sdk-{flavour}:{version}", _sdk_files(version, boards))
+        image = busybox_image(f"ghcr.io/flatcar/flatcar-sdk-{flavour}:{version}", sdk_files(version, boards))
         tarball = saved / f"flatcar-sdk-{flavour}-{version}.tar.zst"
         save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
         _run(["zstd", "-q", "-T0", "-f", "-o", str(tarball)], stdin=save.stdout)
@@ -309,22 +238,51 @@ def released_sdk(_released_sdk_tarballs, build_cache) -> str:
 
 
 @dataclass
+class BuildHost:
+    """A plain sshd on loopback: the ssh runner's build host (this machine, reached as root with a key)."""
+
+    server: str
+    port: int
+    user: str
+    key_file: Path
+    host_key: str
+    proc: subprocess.Popen = field(repr=False)
+
+    def ssh_session_pids(self) -> list[int]:
+        """Pids of the sshd processes serving connections now (children of the listening sshd).
+
+        Kill these, not every ``sshd: root`` on the machine, to cut this session's connections only.
+        """
+        out = _run(["pgrep", "-P", str(self.proc.pid)], check=False).stdout
+        return [int(pid) for pid in out.split()]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+@dataclass
 class BuildCache:
-    """A Flatcar-style build cache on loopback: rsync/ssh writes into ``root``, HTTPS reads of ``root``."""
+    """The project's build cache server (flatcar_airflow.buildcache_server) on loopback, as the tests see it:
+    rsync/ssh writes into ``root`` with the restricted write key ``key_file``, HTTPS reads of ``root``."""
 
     root: Path
     server: str
     ssh_port: int
     user: str
     key_file: Path
-    public_key: str
     host_key: str
     https_url: str
     ca_file: Path
     ssh_config: Path
     ssh_shim_dir: Path
-    https_port: int = 443
-    _processes: list[subprocess.Popen] = field(default_factory=list, repr=False)
+    build_host: BuildHost
+    service: BuildCacheServer = field(repr=False)
 
     def env(self) -> dict[str, str]:
         """What a step needs to use this cache with the (miniature or real) scripts."""
@@ -361,19 +319,6 @@ class BuildCache:
         except urllib.error.HTTPError as error:
             return error.code
 
-    @property
-    def sshd_pid(self) -> int:
-        """The pid of this cache's listening sshd (``sshd -D``)."""
-        return self._processes[0].pid
-
-    def ssh_session_pids(self) -> list[int]:
-        """Pids of the sshd processes serving this cache's connections now (children of ``sshd_pid``).
-
-        Kill these, not every ``sshd: root`` on the machine, to cut this session's connections only.
-        """
-        out = _run(["pgrep", "-P", str(self.sshd_pid)], check=False).stdout
-        return [int(pid) for pid in out.split()]
-
     def clear(self) -> None:
         """Remove every artifact (tests that build the same versions must not see each other's)."""
         for entry in self.root.iterdir():
@@ -383,19 +328,12 @@ class BuildCache:
                 entry.unlink()
 
     def ssh(self, command: str) -> subprocess.CompletedProcess:
-        """Run a command on the cache host as the build steps' ssh does."""
+        """Run a command on the cache host with the write key, as the build steps' ssh does."""
         return _run(["ssh", "-F", str(self.ssh_config), f"{self.user}@{self.server}", command], check=False)
 
     def stop(self) -> None:
-        for proc in reversed(self._processes):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
-        self._processes.clear()
+        self.build_host.stop()
+        self.service.stop()
 
 
 def _free_port(address: str) -> int:
@@ -418,78 +356,6 @@ def _https_address() -> str:
     pytest.fail("no loopback address with a free port 443 for the build cache's HTTPS server")
 
 
-def _make_ca_and_cert(directory: Path, address: str) -> tuple[Path, Path, Path]:
-    ca_key, ca_pem = directory / "ca.key", directory / "ca.pem"
-    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
-    ext = directory / "server.ext"
-    _run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(ca_key),
-            "-out",
-            str(ca_pem),
-            "-days",
-            "3",
-            "-subj",
-            "/CN=flatcar-airflow test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]
-    )
-    _run(
-        [
-            "openssl",
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            "-subj",
-            f"/CN={address}",
-        ]
-    )
-    ext.write_text(
-        f"subjectAltName=IP:{address},DNS:localhost\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-    )
-    _run(
-        [
-            "openssl",
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca_pem),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-out",
-            str(cert),
-            "-days",
-            "3",
-            "-extfile",
-            str(ext),
-        ]
-    )
-    return ca_pem, cert, key
-
-
 def _wait_for_port(address: str, port: int, proc: subprocess.Popen, what: str, log: Path) -> None:
     deadline = time.monotonic() + 20
     while True:
@@ -508,9 +374,14 @@ def _wait_for_port(address: str, port: int, proc: subprocess.Popen, what: str, l
         time.sleep(0.1)
 
 
-def _start_sshd(directory: Path, address: str, authorized_keys: Path) -> tuple[subprocess.Popen, int]:
-    host_key = directory / "ssh_host_ed25519_key"
+def _start_build_host(directory: Path, address: str) -> BuildHost:
+    """A plain sshd (root login with a key of its own) standing in for an ssh runner's build host."""
+    directory.mkdir(parents=True)
+    host_key, key_file = directory / "ssh_host_ed25519_key", directory / "id_ed25519"
     _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)])
+    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "flatcar-airflow-tests", "-f", str(key_file)])
+    authorized_keys = directory / "authorized_keys"
+    authorized_keys.write_text(Path(f"{key_file}.pub").read_text())
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
     log = directory / "sshd.log"
     for _attempt in range(5):
@@ -537,67 +408,45 @@ def _start_sshd(directory: Path, address: str, authorized_keys: Path) -> tuple[s
                 proc.kill()
             proc.wait()
             continue
-        return proc, port
+        public = " ".join(Path(f"{host_key}.pub").read_text().split()[:2])
+        return BuildHost(address, port, "root", key_file, public, proc)
     raise RuntimeError(f"sshd did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
-def _start_https(root: Path, address: str, cert: Path, key: Path, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "serve-https",
-            str(root),
-            address,
-            "443",
-            str(cert),
-            str(key),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    _wait_for_port(address, 443, proc, "the HTTPS server", log)
-    return proc
+def _start_cache_service(state: Path, address: str) -> BuildCacheServer:
+    service = BuildCacheServer(state)
+    for _attempt in range(5):
+        service.init(Settings(server=address, ssh_port=_free_port(address), https_port=443))
+        try:
+            service.start()
+        except ServerError as err:
+            if "in use" not in str(err) and "Address already in use" not in str(err):
+                raise
+            continue
+        return service
+    raise RuntimeError(f"the build cache service did not start on {address}")
 
 
 @pytest.fixture(scope="session")
 def build_cache(tmp_path_factory) -> BuildCache:
-    """The session's build cache: sshd (rsync writes) and an HTTPS server (reads) for one directory."""
+    """The session's build cache (the project's cache server) and a build host sshd, both on loopback."""
     for tool in ("ssh", "ssh-keygen", "rsync", "openssl", "curl", "zstd"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed (scripts/run-tests.sh installs the Debian packages)")
-    if not Path("/usr/sbin/sshd").exists():
-        pytest.fail("sshd is not installed (apt-get install openssh-server)")
     base = tmp_path_factory.mktemp("build-cache")
-    root = base / "root"
-    root.mkdir()
     address = _https_address()
-    key_file = base / "id_ed25519"
-    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "flatcar-airflow-tests", "-f", str(key_file)])
-    key_file.chmod(0o600)
-    public_key = Path(f"{key_file}.pub").read_text().strip()
-    authorized_keys = base / "authorized_keys"
-    authorized_keys.write_text(public_key + "\n")
-    ca_file, cert, key = _make_ca_and_cert(base, address)
-
-    processes: list[subprocess.Popen] = []
+    service = _start_cache_service(base / "service", address)
     try:
-        sshd, ssh_port = _start_sshd(base, address, authorized_keys)
-        processes.append(sshd)
-        processes.append(_start_https(root, address, cert, key, base / "https.log"))
+        build_host = _start_build_host(base / "build-host", address)
     except BaseException:
-        for proc in processes:
-            proc.kill()
-            proc.wait()
+        service.stop()
         raise
-    host_key = " ".join((base / "ssh_host_ed25519_key.pub").read_text().split()[:2])
+    settings = service.settings()
     ssh_config = base / "ssh_config"
     ssh_config.write_text(
-        f"Host {address}\n    Port {ssh_port}\n    User root\n    IdentityFile {key_file}\n"
-        "    IdentitiesOnly yes\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
-        "    LogLevel ERROR\n    BatchMode yes\n"
+        f"Host {address}\n    Port {settings.ssh_port}\n    User {settings.user}\n"
+        f"    IdentityFile {service.writer_key}\n    IdentitiesOnly yes\n    StrictHostKeyChecking no\n"
+        "    UserKnownHostsFile /dev/null\n    LogLevel ERROR\n    BatchMode yes\n"
     )
     shim_dir = base / "ssh-shim"
     shim_dir.mkdir()
@@ -605,23 +454,24 @@ def build_cache(tmp_path_factory) -> BuildCache:
     (shim_dir / "ssh").write_text(f"#!/bin/sh\nexec {real_ssh} -F '{ssh_config}' \"$@\"\n")
     (shim_dir / "ssh").chmod(0o755)
     cache = BuildCache(
-        root=root,
+        root=service.data,
         server=address,
-        ssh_port=ssh_port,
-        user="root",
-        key_file=key_file,
-        public_key=public_key,
-        host_key=host_key,
+        ssh_port=settings.ssh_port,
+        user=settings.user,
+        key_file=service.writer_key,
+        host_key=service.host_key(),
         https_url=f"https://{address}",
-        ca_file=ca_file,
+        ca_file=service.ca_file,
         ssh_config=ssh_config,
         ssh_shim_dir=shim_dir,
-        _processes=processes,
+        build_host=build_host,
+        service=service,
     )
     _SESSION["build_cache"] = cache
+    root = cache.root
     try:
-        probe = cache.ssh(f"mkdir -p {root}/.probe && echo ok")
-        assert probe.stdout.strip() == "ok", f"ssh to the build cache failed: {probe.stderr}"
+        probe = cache.ssh(f"mkdir -p {root}/.probe")
+        assert probe.returncode == 0, f"ssh to the build cache failed: {probe.stderr}"
         (root / ".probe" / "hello").write_text("hello\n")
         assert cache.fetch(".probe/hello") == b"hello\n"
         shutil.rmtree(root / ".probe")
@@ -698,24 +548,8 @@ class MiniOrigin:
 
 
 def make_mini_origin(dest: Path) -> MiniOrigin:
-    """Create the bare origin at ``dest`` from examples/mini-scripts."""
-    _git("init", "-q", "--bare", "-b", "main", str(dest))
-    with tempfile.TemporaryDirectory(prefix="mini-origin-") as tmp:
-        work = Path(tmp) / "work"
-        _git("clone", "-q", str(dest), str(work))
-        _git("checkout", "-q", "-b", "main", cwd=work)
-        shutil.copytree(MINI_SCRIPTS, work, symlinks=True, dirs_exist_ok=True)
-        (work / VERSIONFILE).write_text(BRANCH_VERSIONFILE)
-        _git("add", "-A", cwd=work)
-        _git("commit", "-q", "-m", "New version: stable-4593.2.4", cwd=work, date=_T0 - dt.timedelta(days=3))
-        _git("tag", "stable-4593.2.4", cwd=work)
-        _git("branch", "flatcar-4593", cwd=work)
-        (work / VERSIONFILE).write_text(MAIN_VERSIONFILE)
-        _git("add", VERSIONFILE, cwd=work)
-        _git("commit", "-q", "-m", "New version: main-4798.0.0-nightly-20260820-2100", cwd=work, date=_T0)
-        _git("tag", "main-4798.0.0-nightly-20260820-2100", cwd=work)
-        _git("push", "-q", "origin", "main", "flatcar-4593", "--tags", cwd=work)
-    return MiniOrigin(dest)
+    """Create the bare origin at ``dest`` from examples/mini-scripts (the demo profile's origin)."""
+    return MiniOrigin(make_demo_origin(dest, MINI_SCRIPTS))
 
 
 @pytest.fixture(scope="session")
@@ -851,50 +685,3 @@ def run_step(
 def step_runner(build_cache, tmp_path):
     """``run_step`` bound to the session's build cache, with workspaces under the test's tmp_path."""
     return functools.partial(run_step, cache=build_cache, cwd_root=tmp_path / "steps")
-
-
-# -- the HTTPS server (run as a subprocess: python tests/infra.py serve-https ROOT ADDRESS PORT CERT KEY) ---
-
-
-def _serve_https(root: str, address: str, port: int, cert: str, key: str) -> None:
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-
-    class Handler(SimpleHTTPRequestHandler):
-        timeout = 60
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=root, **kwargs)
-
-        def setup(self):
-            super().setup()
-            self.request.do_handshake()
-
-        def log_message(self, format, *args):
-            sys.stdout.write(f"{self.address_string()} {format % args}\n")
-            sys.stdout.flush()
-
-    class Server(ThreadingHTTPServer):
-        daemon_threads = True
-        request_queue_size = 128
-
-        def get_request(self):
-            sock, addr = super().get_request()
-            return context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-
-        def handle_error(self, request, client_address):
-            sys.stdout.write(f"error serving {client_address}: {sys.exc_info()[1]!r}\n")
-            sys.stdout.flush()
-
-    server = Server((address, port), Handler)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    sys.stdout.write(f"serving {root} on https://{address}:{port}\n")
-    sys.stdout.flush()
-    server.serve_forever()
-    server.server_close()
-
-
-if __name__ == "__main__" and len(sys.argv) == 7 and sys.argv[1] == "serve-https":
-    _serve_https(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])

@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 
-import paramiko
 import pytest
 from connections import cache_connection
 
@@ -46,8 +45,9 @@ def test_upload_refuses_an_unknown_host_key(build_cache, monkeypatch, tmp_path):
     monkeypatch.setenv(
         "AIRFLOW_CONN_CACHE_WRONG_KEY", json.dumps(cache_connection(build_cache, host_key=wrong))
     )
-    with pytest.raises(paramiko.SSHException):
+    with pytest.raises(RuntimeError, match=r"mkdir -p failed \(255\): Host key verification failed"):
         BuildCacheHook("cache_wrong_key").upload("x/y.json", b"{}")
+    assert not build_cache.path("x").exists()
 
 
 @pytest.mark.parametrize(

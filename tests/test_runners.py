@@ -285,7 +285,7 @@ def test_ssh_step_survives_a_dropped_connection(probe_origin, build_cache, tmp_p
     while not (bench.root / "jobs" / "probe-job" / "1" / "pid").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1)
-    for pid in build_cache.ssh_session_pids():
+    for pid in build_cache.build_host.ssh_session_pids():
         os.kill(pid, signal.SIGKILL)  # the network drops: every ssh session of ours is cut
     thread.join(timeout=120)
 

@@ -15,6 +15,9 @@ extra         ``path_prefix`` (``BUILDCACHE_PATH_PREFIX``, required), ``private_
               them), ``verify`` (false disables TLS checks of our own reads only), ``host_key`` (the ssh
               server's public key ``<type> <base64>``, checked when flatcar-airflow itself writes a file;
               without it the worker's known_hosts must know the server)
+
+flatcar-airflow's own writes (the build manifest) use ``ssh`` and ``rsync`` on the worker, like the
+scripts' ``copy_to_buildcache``; the project's cache server (docs/buildcache.md) allows the key nothing else.
 ============  ==========================================================================================
 
 The private key is masked in logs and only ever written into a job's private directory on the build host.
@@ -22,9 +25,8 @@ The private key is masked in logs and only ever written into a job's private dir
 
 from __future__ import annotations
 
-import base64
-import io
 import os
+import re
 import ssl
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +37,8 @@ import httpx
 from airflow.sdk import BaseHook
 
 __all__ = ["BuildCacheHook", "BuildCacheSettings", "CacheEntry"]
+
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._+@=,-][A-Za-z0-9._+@=,/-]*$")
 
 
 @dataclass(frozen=True)
@@ -173,61 +177,65 @@ class BuildCacheHook(BaseHook):
         return CacheEntry(path, url, True, int(length) if length and length.isdigit() else None)
 
     def upload(self, path: str, data: bytes) -> str:
-        """Write one file into the cache over SFTP (atomically: a temporary name, then a rename).
+        """Write one file into the cache as the scripts do: ``mkdir -p`` over ssh, then rsync.
 
-        Used for flatcar-airflow's own records (the build manifest); the steps write with rsync.
+        rsync writes a temporary file and renames it, so readers see the old file or the new one, never a
+        part. A write key of the project's cache server may do nothing else (docs/buildcache.md). Used
+        for flatcar-airflow's own records (the build manifest); needs ``ssh`` and ``rsync`` on the worker.
         """
         import posixpath
-
-        import paramiko
+        import shlex
+        import subprocess
+        import tempfile
 
         settings = self.settings
-        if ".." in path.split("/") or path.startswith("/"):
-            raise ValueError(f"cache path {path!r} must be relative and must not contain '..'")
-        target = f"{settings.path_prefix}/{path}"
-        client = paramiko.SSHClient()
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        if settings.host_key:
-            key_type, _, key_data = settings.host_key.partition(" ")
-            key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data.split()[0]))
-            host = settings.server if settings.port == 22 else f"[{settings.server}]:{settings.port}"
-            client.get_host_keys().add(host, key_type, key)
-        else:
-            client.load_system_host_keys()
-        pkey = _private_key(settings.private_key) if settings.private_key else None
-        try:
-            client.connect(
-                settings.server,
-                port=settings.port,
-                username=settings.user,
-                pkey=pkey,
-                key_filename=None if pkey else settings.key_file,
-                timeout=30,
-                allow_agent=False,
-                look_for_keys=False,
+        if not _SAFE_PATH.match(path) or ".." in path.split("/"):
+            raise ValueError(
+                f"cache path {path!r} must be relative, without '..', of letters, digits and ._+-/"
             )
-        except paramiko.SSHException as err:
-            raise paramiko.SSHException(
-                f"cannot write to the build cache over ssh ({settings.server}:{settings.port}): {err}; "
-                "give the server's public key as host_key in the connection's extra"
-            ) from None
-        try:
-            sftp = client.open_sftp()
-            directory = posixpath.dirname(target)
-            parts = directory.split("/")
-            for i in range(2, len(parts) + 1):
-                partial = "/".join(parts[:i])
-                try:
-                    sftp.stat(partial)
-                except OSError:
-                    sftp.mkdir(partial)
-            temporary = f"{target}.tmp-{os.getpid()}"
-            with sftp.open(temporary, "wb") as handle:
+        target = f"{settings.path_prefix}/{path}"
+        with tempfile.TemporaryDirectory(prefix="flatcar-cache-upload-") as tmp:
+            ssh = ["ssh", "-p", str(settings.port), "-o", "BatchMode=yes", "-o", "NumberOfPasswordPrompts=0"]
+            ssh += ["-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=30"]
+            if settings.host_key:
+                known = f"{tmp}/known_hosts"
+                host = settings.server if settings.port == 22 else f"[{settings.server}]:{settings.port}"
+                _write_private(known, f"{host} {settings.host_key}\n")
+                ssh += ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
+            if settings.private_key:
+                key = f"{tmp}/id"
+                _write_private(key, settings.private_key.rstrip("\n") + "\n")
+                ssh += ["-i", key, "-o", "IdentitiesOnly=yes"]
+            elif settings.key_file:
+                ssh += ["-i", settings.key_file, "-o", "IdentitiesOnly=yes"]
+            local = f"{tmp}/{posixpath.basename(path)}"
+            with open(local, "wb") as handle:
                 handle.write(data)
-            sftp.chmod(temporary, 0o644)
-            sftp.posix_rename(temporary, target)
-        finally:
-            client.close()
+            remote = f"{settings.user}@{settings.server}"
+            for what, cmd in (
+                ("mkdir -p", [*ssh, remote, f"mkdir -p {shlex.quote(posixpath.dirname(target))}"]),
+                ("rsync", ["rsync", "--chmod=D755,F644", "-e", shlex.join(ssh), local, f"{remote}:{target}"]),
+            ):
+                try:
+                    proc = subprocess.run(
+                        cmd,
+                        capture_output=True,
+                        text=True,
+                        stdin=subprocess.DEVNULL,
+                        timeout=300,
+                        check=False,
+                    )
+                except FileNotFoundError:
+                    raise RuntimeError(
+                        f"cannot write to the build cache: {cmd[0]} is not installed"
+                    ) from None
+                if proc.returncode != 0:
+                    # ssh and rsync say the cause last ("Host key verification failed.").
+                    lines = [line for line in proc.stderr.splitlines() if line.strip()] or ["no message"]
+                    raise RuntimeError(
+                        f"cannot write {path} to the build cache ({remote}, port {settings.port}): {what} "
+                        f"failed ({proc.returncode}): {lines[-1].strip()[:300]}"
+                    )
         return self.url(path)
 
     def read_text(self, path: str) -> str:
@@ -237,13 +245,7 @@ class BuildCacheHook(BaseHook):
             return response.text
 
 
-def _private_key(text: str):
-    """A paramiko key from PEM/OpenSSH text, whatever its type."""
-    import paramiko
-
-    for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return kind.from_private_key(io.StringIO(text))
-        except (paramiko.SSHException, ValueError):
-            continue
-    raise ValueError("the build cache connection's private_key is not an ed25519, ECDSA or RSA private key")
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

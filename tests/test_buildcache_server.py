@@ -1,0 +1,195 @@
+"""The project's build cache server (flatcar_airflow.buildcache_server), for real: sshd + rrsync + nginx.
+
+What an operator relies on: the write key of the flatcar_buildcache connection can do nothing but what the
+scripts do (mkdir -p and rsync under the cache directory), reads are HTTPS only and read-only, and the
+keys and CA survive a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flatcar_airflow.buildcache_server import BuildCacheServer, ServerError, Settings
+from flatcar_airflow.buildcache_server.cli import main as buildcache_main
+
+
+def _ssh(cache, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["ssh", "-F", str(cache.ssh_config), f"{cache.user}@{cache.server}", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def _rsync(cache, *args: str) -> subprocess.CompletedProcess:
+    ssh = f"ssh -F {cache.ssh_config}"
+    return subprocess.run(
+        ["rsync", "-a", "-e", ssh, *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "id",
+        "sh -c 'touch /tmp/pwned'",
+        "rm -rf /",
+        "mkdir -p /tmp/flatcar-airflow-pwned",
+        "mkdir -p {root}/../flatcar-airflow-pwned",
+        "mkdir -p {root}/x;touch /tmp/flatcar-airflow-pwned",
+        "mkdir -p -m 777 {root}/x",
+        "mkdir -p '{root}/x'",
+        "mkdir -p {root}/$(touch /tmp/flatcar-airflow-pwned)",
+        "cat /etc/shadow",
+        "internal-sftp",
+        "/usr/lib/openssh/sftp-server",
+        "scp -t {root}",
+    ],
+)
+def test_the_write_key_can_do_nothing_but_rsync_and_mkdir_under_the_cache(build_cache, command):
+    command = command.format(root=build_cache.root)
+    proc = _ssh(build_cache, command)
+    assert proc.returncode != 0, proc
+    assert "flatcar-airflow build cache: refused" in proc.stderr
+    assert not Path("/tmp/flatcar-airflow-pwned").exists()
+    assert not (build_cache.root.parent / "flatcar-airflow-pwned").exists()
+    assert not (build_cache.root / "x").exists()
+
+
+def test_no_interactive_shell_and_no_sftp(build_cache):
+    shell = subprocess.run(
+        ["ssh", "-F", str(build_cache.ssh_config), "-tt", f"{build_cache.user}@{build_cache.server}"],
+        capture_output=True,
+        text=True,
+        input="touch /tmp/flatcar-airflow-pwned\nexit\n",
+        timeout=60,
+    )
+    said = shell.stdout + shell.stderr
+    assert shell.returncode != 0
+    assert "refused an interactive shell" in said or "PTY allocation request failed" in said, said
+    assert not Path("/tmp/flatcar-airflow-pwned").exists()
+    sftp = subprocess.run(
+        ["sftp", "-F", str(build_cache.ssh_config), "-b", "-", f"{build_cache.user}@{build_cache.server}"],
+        capture_output=True,
+        text=True,
+        input="put /etc/hostname /tmp/flatcar-airflow-pwned\n",
+        timeout=60,
+    )
+    assert sftp.returncode != 0
+    assert not Path("/tmp/flatcar-airflow-pwned").exists()
+
+
+def test_what_the_scripts_do_works_and_nothing_leaves_the_cache(build_cache, tmp_path):
+    artifact = tmp_path / "flatcar_production_image.bin.bz2"
+    artifact.write_bytes(b"image")
+    remote = f"{build_cache.root}/images/amd64/1.2.3+test"
+    assert _ssh(build_cache, f"mkdir -p {remote}").returncode == 0
+    login = f"{build_cache.user}@{build_cache.server}"
+    target = f"{login}:{remote}"
+    assert _rsync(build_cache, "--partial", str(artifact), target).returncode == 0
+    assert build_cache.fetch("images/amd64/1.2.3+test/flatcar_production_image.bin.bz2") == b"image"
+    # Reads back with rsync (copy_dir_from_buildcache) work, of cache paths only.
+    back = tmp_path / "back"
+    assert (
+        _rsync(build_cache, f"{build_cache.user}@{build_cache.server}:{remote}/", str(back)).returncode == 0
+    )
+    assert (back / artifact.name).read_bytes() == b"image"
+    outside = _rsync(
+        build_cache, f"{build_cache.user}@{build_cache.server}:/etc/hostname", str(tmp_path / "h")
+    )
+    assert outside.returncode != 0 and not (tmp_path / "h").exists()
+    # Writes to absolute paths elsewhere land nowhere outside the cache; deletions are refused.
+    _rsync(build_cache, str(artifact), f"{login}:/tmp/flatcar-airflow-pwned")
+    assert not Path("/tmp/flatcar-airflow-pwned").exists()
+    (tmp_path / "empty").mkdir()
+    delete = _rsync(build_cache, "--delete", f"{tmp_path / 'empty'}/", f"{target}/")
+    assert delete.returncode != 0
+    assert (build_cache.root / "images/amd64/1.2.3+test" / artifact.name).exists()
+    build_cache.clear()
+
+
+def test_reads_are_https_only_and_read_only(build_cache):
+    (build_cache.root / "probe.txt").write_text("probe\n")
+    try:
+        assert build_cache.head("probe.txt") == 200
+        assert build_cache.head("missing.txt") == 404
+        context = ssl.create_default_context(cafile=str(build_cache.ca_file))
+        for method in ("PUT", "DELETE", "POST"):
+            request = urllib.request.Request(build_cache.url("probe.txt"), data=b"x", method=method)  # noqa: S310
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, context=context, timeout=30)  # noqa: S310
+            assert refused.value.code in (403, 405)
+        assert (build_cache.root / "probe.txt").read_text() == "probe\n"
+        with socket.socket() as sock:  # no plain HTTP
+            sock.settimeout(2)
+            assert sock.connect_ex((build_cache.server, 80)) != 0
+        with pytest.raises(urllib.error.URLError):  # a client that does not trust the cache's CA
+            urllib.request.urlopen(build_cache.url("probe.txt"), timeout=30)  # noqa: S310
+        # Directory listings (the scripts' garbage collector parses them).
+        assert b"probe.txt" in build_cache.fetch("")
+    finally:
+        (build_cache.root / "probe.txt").unlink()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_state_survives_a_restart_and_the_certificate_follows_the_name(tmp_path, capsys):
+    state = tmp_path / "cache"
+    port = _free_port()
+    assert (
+        buildcache_main(["--state", str(state), "init", "--server", "127.0.0.1", "--ssh-port", str(port)])
+        == 0
+    )
+    first = json.loads(capsys.readouterr().out)
+    assert first["ok"] and first["settings"]["ssh_port"] == port
+    server = BuildCacheServer(state)
+    keys = {name: (state / "ssh" / name).read_bytes() for name in ("host_ed25519_key", "writer_ed25519")}
+    ca = (state / "tls/ca.pem").read_bytes()
+    cert = (state / "tls/server.pem").read_bytes()
+    # Again, with the same settings: nothing changes.
+    assert buildcache_main(["--state", str(state), "init"]) == 0
+    assert {name: (state / "ssh" / name).read_bytes() for name in keys} == keys
+    assert (state / "tls/server.pem").read_bytes() == cert
+    # Another name: a new server certificate from the same CA; the keys stay.
+    assert buildcache_main(["--state", str(state), "init", "--server", "127.0.0.9"]) == 0
+    capsys.readouterr()
+    assert (state / "tls/ca.pem").read_bytes() == ca and (state / "tls/server.pem").read_bytes() != cert
+    assert {name: (state / "ssh" / name).read_bytes() for name in keys} == keys
+    assert buildcache_main(["--state", str(state), "connection"]) == 0
+    connection = json.loads(capsys.readouterr().out)["connection"]
+    assert connection["conn_type"] == "flatcar_buildcache" and connection["host"] == "127.0.0.9"
+    assert connection["port"] == port and connection["extra"]["path_prefix"] == str(server.data)
+    assert connection["extra"]["private_key"] == keys["writer_ed25519"].decode()
+    assert connection["extra"]["ca_bundle"] == ca.decode()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (Settings(user="no-such-user-here"), "does not exist"),
+        (Settings(ssh_port=70000), "is not a TCP port"),
+        (Settings(tls_cert="/etc/hostname"), "tls_cert and tls_key go together"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_made(tmp_path, settings, message):
+    with pytest.raises(ServerError, match=message):
+        BuildCacheServer(tmp_path / "cache").init(settings)
+    assert not (tmp_path / "cache").exists()
