@@ -13,7 +13,7 @@ source scripts/lib/setup.sh
 
 # The product's Debian packages (scripts/lib/setup.sh), and what only the tests use: debootstrap (the
 # Debian base of the test images); redis-server and postgresql (the Celery test's broker and database).
-fa_install_debs "${FA_DEBS[@]}" debootstrap redis-server postgresql
+fa_install_debs "${FA_DEBS[@]}" debootstrap redis-server postgresql docker-compose
 fa_start_dockerd
 fa_sync_venv test celery
 
