@@ -1,0 +1,370 @@
+"""Scale-out on Celery, for real: a full build of amd64 and arm64, each arch's steps on its own queue.
+
+The test starts, on loopback, a Redis broker and a PostgreSQL metadata database (Debian's ``redis-server``
+and ``postgresql``, each with its own data directory and port), and Airflow as separate processes: the
+API server, the scheduler, the dag-processor and two Celery workers, ``worker-amd64`` (queues ``default``
+and ``amd64``) and ``worker-arm64`` (queue ``arm64``). The workers tell themselves apart through
+``[core] hostname_callable`` (tests/worker_names.py), so every task instance records which worker ran it.
+A manual run of ``flatcar_full`` (REST API) builds the miniature scripts repository for both arches with
+the local runner, a different root per arch; then the task instances (REST API) show every arm64 step on
+the arm64 worker and queue, every amd64 step on the amd64 worker and queue, and everything else on the
+default queue, and their logs show each arch's runner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from connections import CACHE_CONN
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+DAG_ID = "flatcar_full"
+ARCHES = ("amd64", "arm64")
+#: The workers: name → the queues it listens on.
+WORKERS = {"worker-amd64": "default,amd64", "worker-arm64": "arm64"}
+NOT_PER_ARCH = ("branch_lock", "version", "tag", "sdk_bootstrap", "sdk_container", "summary")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(condition, timeout: float, what: str, logs=()) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{_tails(logs)}")
+        time.sleep(1)
+
+
+def _tails(logs, size: int = 2500) -> str:
+    out = []
+    for log in logs:
+        path = Path(log)
+        text = path.read_text(errors="replace")[-size:] if path.exists() else "(no log)"
+        out.append(f"--- {path.name} ---\n{text}")
+    return "\n".join(out)
+
+
+def _stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 30) -> None:
+    """``sig`` to the process group of ``proc`` (started in its own session), then SIGKILL after ``grace``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    # Whatever is left of the group (a worker's pool processes, say) goes too.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+# -- PostgreSQL and Redis --------------------------------------------------------------------------------
+
+
+def _pg_tool(name: str) -> str:
+    for bindir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if Path(bindir, name).exists():
+            return str(Path(bindir, name))
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is missing (apt-get install postgresql; scripts/run-tests.sh does it)")
+    return found
+
+
+@pytest.fixture
+def postgres():
+    """A PostgreSQL server on 127.0.0.1 with its own data directory; yields the URL of database ``airflow``.
+
+    Run as the ``postgres`` user when the tests run as root (initdb and postgres refuse root); the data
+    directory is outside pytest's root-only temporary directory for that reason.
+    """
+    as_user = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+    data = Path(tempfile.mkdtemp(prefix="flatcar-airflow-pg-"))
+    if as_user:
+        shutil.chown(data, "postgres", "postgres")
+    port = _free_port()
+    pg_ctl = _pg_tool("pg_ctl")
+    log = data / "server.log"
+
+    def run(*cmd: str) -> None:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, **as_user
+        )
+        assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stdout}{proc.stderr}\n{_tails([log])}"
+
+    try:
+        run(_pg_tool("initdb"), "-D", str(data / "db"), "-U", "airflow", "--auth=trust", "--no-sync")
+        options = (
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        run(pg_ctl, "-D", str(data / "db"), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
+        run(_pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow")
+        yield f"airflow@127.0.0.1:{port}/airflow"
+    finally:
+        if (data / "db/postmaster.pid").exists():
+            stop = subprocess.run(
+                [pg_ctl, "-D", str(data / "db"), "-m", "fast", "-w", "-t", "60", "stop"],
+                capture_output=True,
+                timeout=90,
+                **as_user,
+            )
+            if stop.returncode != 0 and (data / "db/postmaster.pid").exists():
+                pid = int((data / "db/postmaster.pid").read_text().split()[0])
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_broker(tmp_path):
+    """A Redis server on 127.0.0.1 (no persistence); yields its URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is missing (apt-get install redis-server; scripts/run-tests.sh does it)")
+    port = _free_port()
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    log = workdir / "redis.log"
+    with log.open("wb") as out:
+        options = f"--port {port} --bind 127.0.0.1 --appendonly no --daemonize no --dir {workdir}".split()
+        proc = subprocess.Popen(
+            [server, *options, "--save", ""],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def answers() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+        return False
+
+    try:
+        _wait(answers, 30, "redis-server to answer", [log])
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop_group(proc, grace=15)
+
+
+# -- Airflow ------------------------------------------------------------------------------------------------
+
+
+class Cluster:
+    """Airflow's components as separate processes, each in its own session, sharing one environment."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home, self.env = home, env
+        self.api = httpx.Client(base_url=f"{env['AIRFLOW__API__BASE_URL']}/api/v2", timeout=30)
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @property
+    def logs(self) -> list[Path]:
+        return [self.home / f"{name}.log" for name in self.procs]
+
+    def cli(self, *args: str) -> str:
+        proc = subprocess.run(
+            [self._airflow(), *args], env=self.env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, f"airflow {' '.join(args)}: {proc.stderr[-3000:]}"
+        return proc.stdout
+
+    def start(self, name: str, *args: str, **extra_env: str) -> None:
+        with (self.home / f"{name}.log").open("wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [self._airflow(), *args],
+                env={**self.env, **extra_env},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            # A Celery worker's SIGTERM is its warm shutdown; the others stop on it too.
+            _stop_group(self.procs[name])
+
+    def get(self, path: str):
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"airflow {name} exited ({proc.returncode})\n{_tails(self.logs)}")
+        try:
+            response = self.api.get(path)
+        except httpx.HTTPError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def wait(self, condition, timeout: float, what: str) -> None:
+        _wait(condition, timeout, what, self.logs)
+
+    @staticmethod
+    def _airflow() -> str:
+        return str(Path(sys.executable).parent / "airflow")
+
+
+@pytest.fixture
+def celery_cluster(tmp_path, postgres, redis_broker, mini_origin, build_cache, seed_sdk, connections):
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    config = tmp_path / "flatcar.yaml"
+    roots = {arch: tmp_path / f"{arch}-host" for arch in ARCHES}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "scripts_repo": str(mini_origin.path),
+                "buildcache_conn_id": CACHE_CONN,
+                "runner": {"type": "local", "root": str(tmp_path / "build-root")},
+                "queue": "default",
+                "tagging_cache": str(tmp_path / "tag-cache"),
+                "arches": {
+                    arch: {
+                        "formats": ["qemu_uefi"],
+                        "test_vendors": ["qemu_uefi"],
+                        "queue": arch,
+                        "runner": {"type": "local", "root": str(roots[arch])},
+                    }
+                    for arch in ARCHES
+                },
+                "full": {"arches": list(ARCHES), "schedule": None},
+                "os": {"branches": []},
+                "image_changes": None,
+                "retries": 0,
+                "heartbeat_interval": 30,
+            }
+        )
+    )
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+        # The code under test is this tree's (the workers also import tests/worker_names.py).
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+        "AIRFLOW_HOME": str(home),
+        "FLATCAR_AIRFLOW_CONFIG": str(config),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{postgres}",
+        "AIRFLOW__CELERY__BROKER_URL": redis_broker,
+        # SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3: name psycopg2.
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{postgres}",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # The API server signs the workers' task tokens: one secret for every process.
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
+    }
+    env.pop("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", None)
+    env.pop("AIRFLOW__CORE__HOSTNAME_CALLABLE", None)
+    cluster = Cluster(home, env)
+    cluster.roots = roots
+    cluster.cli("db", "migrate")
+    cluster.cli("pools", "set", "flatcar_build_steps", "2", "Flatcar build steps")
+    cluster.cli("pools", "set", "flatcar_tagging", "1", "Flatcar tagging")
+    build_cache.clear()
+    try:
+        cluster.start("api-server", "api-server")
+        cluster.wait(lambda: cluster.get("/monitor/health") is not None, 180, "the API server to answer")
+        cluster.start("scheduler", "scheduler")
+        cluster.start("dag-processor", "dag-processor")
+        for name, queues in WORKERS.items():
+            cluster.start(
+                name,
+                "celery",
+                "worker",
+                "--queues",
+                queues,
+                "--concurrency",
+                "2",
+                "--celery-hostname",
+                f"{name}@%h",
+                "--pid",
+                str(home / f"{name}.pid"),
+                "--skip-serve-logs",
+                FLATCAR_TEST_WORKER=name,
+                AIRFLOW__CORE__HOSTNAME_CALLABLE="worker_names.hostname",
+            )
+        cluster.wait(lambda: cluster.get(f"/dags/{DAG_ID}") is not None, 180, f"{DAG_ID} to be parsed")
+        yield cluster
+    finally:
+        cluster.stop()
+        build_cache.clear()
+
+
+def test_each_arch_builds_on_its_own_worker(celery_cluster, mini_origin, build_cache):
+    cluster = celery_cluster
+    assert cluster.api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+    triggered = cluster.api.post(
+        f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {"build_id": "celery-1"}}
+    )
+    assert triggered.status_code == 200, triggered.text
+    run_id = triggered.json()["dag_run_id"]
+
+    def finished() -> bool:
+        run = cluster.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")
+        return run is not None and run["state"] in ("success", "failed")
+
+    cluster.wait(finished, 360, "the build to finish")
+    data = cluster.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
+    tis = {ti["task_id"]: ti for ti in data["task_instances"]}
+    placement = {task_id: (ti["state"], ti["queue"], ti["hostname"]) for task_id, ti in tis.items()}
+    assert cluster.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"] == "success", placement
+
+    per_arch = ("packages", "push_packages", "image", "vms", "test_qemu_uefi")
+    expected = {task_id: ("success", "default", "worker-amd64") for task_id in NOT_PER_ARCH}
+    for arch in ARCHES:
+        expected.update({f"{arch}.{step}": ("success", arch, f"worker-{arch}") for step in per_arch})
+    assert placement == expected
+
+    # Each arch's steps ran through its arch's runner (a local runner with a root of its own).
+    for arch in ARCHES:
+        for step in per_arch:
+            task_id = f"{arch}.{step}"
+            log = cluster.api.get(
+                f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/1",
+                headers={"Accept": "application/json"},
+            )
+            assert log.status_code == 200, log.text
+            assert f"on local ({cluster.roots[arch]})" in log.text, (task_id, log.text[-2000:])
+
+    summary = cluster.get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/summary/xcomEntries/return_value")
+    summary = json.loads(summary["value"]) if isinstance(summary["value"], str) else summary["value"]
+    assert summary["state"] == "success" and summary["version"].endswith("-celery-1"), summary
+    assert summary["version"] in mini_origin.tags()
+    version = summary["versionfile"]["FLATCAR_VERSION"]
+    for arch in ARCHES:
+        manifest = build_cache.path(f"images/{arch}/{version}/flatcar-airflow-manifest.json")
+        assert json.loads(manifest.read_text())["run_id"] == run_id
+        assert summary["arches"][arch]["image"]["artifacts"], summary["arches"][arch]
+        assert summary["tests"][arch]["qemu_uefi"]["failed"] == 0
