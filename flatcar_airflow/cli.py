@@ -120,6 +120,26 @@ def build_parser() -> argparse.ArgumentParser:
         "Airflow of this environment, with `airflow pools set`.",
     )
     pools.add_argument("--config", type=Path, help="configuration file (default $FLATCAR_AIRFLOW_CONFIG)")
+
+    from .buildcache_server.cli import add_arguments as buildcache_arguments
+    from .quickstart.command import add_arguments as quickstart_arguments
+
+    quickstart_arguments(
+        commands.add_parser(
+            "quickstart",
+            help="run Airflow with the pipelines, a build cache and a demo build on this machine",
+            description="Start (in the foreground), stop or show the quickstart: Airflow on embedded "
+            "defaults, a local build cache, the connections and pools, and (demo profile) one demo build.",
+        )
+    )
+    buildcache_arguments(
+        commands.add_parser(
+            "buildcache",
+            help="set up, serve and connect to a build cache server (sshd + rsync, nginx HTTPS)",
+            description="The project's build cache service: init (keys, CA, settings), serve (foreground), "
+            "connection (print or create the flatcar_buildcache Airflow connection).",
+        )
+    )
     return parser
 
 
@@ -196,6 +216,14 @@ def _pools(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "quickstart":
+        from .quickstart.command import run as quickstart
+
+        return quickstart(args)
+    if args.command == "buildcache":
+        from .buildcache_server.cli import run_and_print
+
+        return run_and_print(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,

@@ -5,6 +5,7 @@
 #   fa_install_debs PKG...   apt-get install the Debian packages that are not installed yet
 #   fa_start_dockerd         start dockerd (detached, it outlives the caller) when `docker info` fails
 #   fa_sync_venv [EXTRA...]  uv from PyPI if missing, then the locked dependencies (uv.lock) into .venv
+#                            (FA_SYNC_INEXACT=1: keep packages the lock does not name)
 #
 # Run from the repository root (the callers cd there first).
 
@@ -74,5 +75,6 @@ fa_sync_venv() {
             "$python" -m pip install --quiet --disable-pip-version-check --break-system-packages uv
     fi
     for extra in "$@"; do args+=(--extra "$extra"); done
+    [[ ${FA_SYNC_INEXACT:-0} == 1 ]] && args+=(--inexact)
     UV_PYTHON_DOWNLOADS=never "$python" -m uv sync --quiet --frozen "${args[@]}" --python "$python"
 }
