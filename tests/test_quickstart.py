@@ -225,3 +225,31 @@ def test_quickstart_runs_the_demo_build_stops_cleanly_and_restarts_with_its_stat
     assert quickstart.proc.wait(timeout=120) == 0
     assert quickstart.processes() == []
     assert _port_free("127.0.0.1", quickstart.port)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "{bad}"], "full.schedule: 'every night' is not a five-field cron expression"),
+        (["--config", "{missing}"], "cannot be read"),
+        (["--port", "{busy}"], "is in use: give another with --port"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_starts(tmp_path, args, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scripts_repo: https://example.org/scripts.git\nfull: {schedule: every night}\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        values = {"bad": bad, "missing": tmp_path / "missing.yaml", "busy": busy.getsockname()[1]}
+        home = tmp_path / "home"
+        proc = subprocess.run(
+            [str(ROOT / ".venv/bin/flatcar-airflow"), "quickstart", "--home", str(home)]
+            + [arg.format(**values) for arg in args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("quickstart: ") and message in proc.stderr, proc.stderr
+    assert sorted(p.name for p in home.iterdir()) == ["quickstart.lock"]  # nothing was made or started

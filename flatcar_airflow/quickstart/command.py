@@ -185,8 +185,8 @@ class Quickstart:
     def _start(self) -> int:
         self._preflight()
         state = self.home.read_state()
-        config = self._configuration()
         ports = self._ports(state)
+        config = self._configuration()
         self._start_cache(state)
         env = self._airflow_env(ports, config)
         self._write_env_file(env)
@@ -460,9 +460,10 @@ class Quickstart:
         if self.cache is not None:
             self.cache.stop()
         state = self.home.read_state()
-        state.pop("pids", None)
-        self.home.write_state(state)
-        _say("stopped")
+        if state.pop("pids", None) is not None:
+            self.home.write_state(state)
+        if self.services or self.cache is not None:
+            _say("stopped")
 
 
 def _demo_config(home: Home) -> str:
