@@ -55,6 +55,7 @@ class Quickstart:
         self.proc: subprocess.Popen | None = None
         self.output = home.parent / "quickstart.out"
         self.mark = 0
+        self.docker_tag = ""
 
     def start(self, *args: str) -> None:
         self.mark = len(self.output.read_text(errors="replace")) if self.output.exists() else 0
@@ -97,6 +98,13 @@ class Quickstart:
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
         subprocess.run(["bash", str(QUICKSTART), "stop"], env=self.env, capture_output=True, timeout=300)
+        if self.docker_tag:
+            images = subprocess.run(
+                ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
+            ).stdout.split()
+            built = [image for image in images if image.endswith(f":{self.docker_tag}")]
+            if built:
+                subprocess.run(["docker", "image", "rm", *built], capture_output=True)
 
     def api(self) -> httpx.Client:
         base = f"http://127.0.0.1:{self.port}"
@@ -170,6 +178,7 @@ def test_quickstart_runs_the_demo_build_stops_cleanly_and_restarts_with_its_stat
     manifest_value = summary.json()["value"]
     manifest_value = json.loads(manifest_value) if isinstance(manifest_value, str) else manifest_value
     version = manifest_value["versionfile"]["FLATCAR_VERSION"]
+    quickstart.docker_tag = version.replace("+", "-")  # its SDK and packages images, removed afterwards
     base = f"https://{settings['server']}/images/amd64/{version}"
     manifest = json.loads(_https(f"{base}/flatcar-airflow-manifest.json", ca))
     assert manifest["state"] == "success" and manifest["run_id"] == run_id
