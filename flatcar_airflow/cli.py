@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     pools.add_argument("--config", type=Path, help="configuration file (default $FLATCAR_AIRFLOW_CONFIG)")
 
     from .buildcache_server.cli import add_arguments as buildcache_arguments
+    from .buildindex.cli import add_arguments as index_arguments
     from .quickstart.command import add_arguments as quickstart_arguments
 
     quickstart_arguments(
@@ -138,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="set up, serve and connect to a build cache server (sshd + rsync, nginx HTTPS)",
             description="The project's build cache service: init (keys, CA, settings), serve (foreground), "
             "connection (print or create the flatcar_buildcache Airflow connection).",
+        )
+    )
+    index_arguments(
+        commands.add_parser(
+            "index",
+            help="the per-branch builds index in the build cache (rebuild it from the manifests)",
+            description="rebuild: write flatcar-airflow/builds/<branch>.json from the build manifests in the "
+            "cache, as the summary tasks keep it (docs/builds-index.md).",
         )
     )
     return parser
@@ -224,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         from .buildcache_server.cli import run_and_print
 
         return run_and_print(args)
+    if args.command == "index":
+        from .buildindex.cli import run_and_print as index_command
+
+        return index_command(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,
