@@ -12,6 +12,7 @@ configured secrets backends, then the metadata database (where ``flatcar-airflow
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -51,9 +52,14 @@ def _hook(conn_id: str):
             try:
                 return super().get_connection(conn_id)
             except AirflowNotFoundException:
-                from airflow.models.connection import Connection
+                # Not Connection.get_connection_from_secrets: once the Task SDK's lookup has run, it hands
+                # the lookup back to the Task SDK.
+                from airflow.secrets.metastore import MetastoreBackend
 
-                return Connection.get_connection_from_secrets(conn_id)
+                connection = MetastoreBackend().get_connection(conn_id)
+                if connection is None:
+                    raise
+                return connection
 
     return _CommandHook(conn_id)
 
@@ -76,7 +82,10 @@ def run(args: argparse.Namespace) -> dict:
 
 def run_and_print(args: argparse.Namespace) -> int:
     """Run, print the JSON result (or the error); 0 ok, 1 cache or build problem, 2 invalid input."""
-    from airflow.sdk.exceptions import AirflowNotFoundException
+    # Airflow may print while it loads (its configuration, deprecations): standard output carries the one
+    # JSON object only.
+    with contextlib.redirect_stdout(sys.stderr):
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
     logging.basicConfig(
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
@@ -84,11 +93,12 @@ def run_and_print(args: argparse.Namespace) -> int:
         format="%(levelname)s %(message)s",
     )
     try:
-        output, status = {"ok": True, **run(args)}, 0
+        with contextlib.redirect_stdout(sys.stderr):
+            output, status = {"ok": True, **run(args)}, 0
     except (ValueError, AirflowNotFoundException) as err:
         output, status = {"ok": False, "error": type(err).__name__, "message": str(err)}, 2
-    except (RuntimeError, OSError) as err:
-        output, status = {"ok": False, "error": type(err).__name__, "message": str(err)}, 1
+    except Exception as err:  # the cache, ssh/rsync, Airflow's database: still one JSON object
+        output, status = {"ok": False, "error": type(err).__name__, "message": str(err) or repr(err)}, 1
     print(json.dumps(output, indent=2, sort_keys=True))
     if status:
         print(f"flatcar-airflow index: {output['message']}", file=sys.stderr)
