@@ -5,11 +5,13 @@ only on workers).
 run's time), the ref and, for a backfill, the commit the branch had at the run's logical time. Params are
 checked again here, before any side effect, with the same rules as everywhere else.
 ``tag_build`` creates or reuses the tag (the nightly shortcut skips the whole build). ``summarize`` writes
-the build manifest to the build cache next to the images and fails the run if a step failed.
+the build manifest to the build cache next to the images, puts the build into its branch's builds index
+(:mod:`flatcar_airflow.buildindex`) and fails the run if a step failed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from .artifacts import container, generic_image, image_file
+from .buildindex.store import update_index
 from .config import Config
 from .hooks.buildcache import BuildCacheHook
 from .nightly import run_time
@@ -179,10 +182,14 @@ def summarize(config: Config, context: Mapping[str, Any]) -> dict:
         "commit": build.get("commit"),
         "base_commit": build.get("base_commit"),
         "ref": plan.get("ref"),
+        "branch": plan.get("branch"),
         "kind": plan.get("kind"),
+        "dag_id": dag_run.dag_id,
         "run_id": dag_run.run_id,
         "run_type": plan.get("run_type"),
         "run_time": plan.get("run_time"),
+        "started_at": dag_run.start_date.isoformat() if dag_run.start_date else None,
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "tag": {
             "action": build.get("action"),
             "state": _state(states, "tag"),
@@ -220,11 +227,14 @@ def summarize(config: Config, context: Mapping[str, Any]) -> dict:
     if versionfile:
         hook = BuildCacheHook(config.buildcache_conn_id)
         data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-        written = []
+        written, paths = [], []
         built = BuildContext.from_build(build).os
         for arch in plan.get("arches", []):
-            written.append(hook.upload(image_file(built, arch, MANIFEST_NAME).path, data))
+            paths.append(image_file(built, arch, MANIFEST_NAME).path)
+            written.append(hook.upload(paths[-1], data))
         manifest["manifest_urls"] = written
+        # After the manifests: a failed index update only warns (docs/builds-index.md).
+        manifest["builds_index"] = update_index(hook, json.loads(data), paths)
     if failed:
         ti.xcom_push(key="return_value", value=manifest)
         raise AirflowFailException(f"build of {manifest['version']} failed in: {', '.join(failed)}")
