@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .buildcache_server.cli import add_arguments as buildcache_arguments
     from .buildindex.cli import add_arguments as index_arguments
+    from .demo.cli import add_arguments as demo_arguments
     from .quickstart.command import add_arguments as quickstart_arguments
 
     quickstart_arguments(
@@ -147,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="the per-branch builds index in the build cache (rebuild it from the manifests)",
             description="rebuild: write flatcar-airflow/builds/<branch>.json from the build manifests in the "
             "cache, as the summary tasks keep it (docs/builds-index.md).",
+        )
+    )
+    demo_arguments(
+        commands.add_parser(
+            "demo",
+            help="make the demo profile's origin, images and configuration (the compose stack's init)",
+            description="setup: the miniature scripts origin under the runner's root, the seed SDK and "
+            "mantle images, and the demo configuration (docs/compose.md).",
         )
     )
     return parser
@@ -237,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         from .buildindex.cli import run_and_print as index_command
 
         return index_command(args)
+    if args.command == "demo":
+        from .demo.cli import run_and_print as demo_command
+
+        return demo_command(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,

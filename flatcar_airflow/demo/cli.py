@@ -1,4 +1,4 @@
-"""``python -m flatcar_airflow.demo.cli setup``: the demo profile of the compose stack (docs/compose.md).
+"""``flatcar-airflow demo setup``: the demo profile of the compose stack (docs/compose.md).
 
 The stack's ``airflow-init`` runs it: it makes the demo scripts origin (the miniature repository,
 :func:`~flatcar_airflow.demo.make_demo_origin`) under the build hosts' root directory, where the worker
@@ -18,11 +18,11 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["DEMO_HEADER", "add_arguments", "demo_config", "main", "run"]
+__all__ = ["DEMO_HEADER", "add_arguments", "demo_config", "main", "run", "run_and_print"]
 
 #: The first line of a configuration this command wrote (and may rewrite).
 DEMO_HEADER = (
-    "# flatcar-airflow demo profile, written by flatcar_airflow.demo.cli setup (the stack's airflow-init)."
+    "# flatcar-airflow demo profile, written by `flatcar-airflow demo setup` (the stack's airflow-init)."
 )
 DEFAULT_RUNNER_IMAGE = "flatcar-airflow-runner:0.1.0"
 
@@ -115,7 +115,11 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flatcar-airflow demo", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    args = parser.parse_args(argv)
+    return run_and_print(parser.parse_args(argv))
+
+
+def run_and_print(args: argparse.Namespace) -> int:
+    """Run an action; print its JSON result (or the error) like every flatcar-airflow command."""
     try:
         result = run(args)
     except (OSError, RuntimeError) as err:
