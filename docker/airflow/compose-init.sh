@@ -54,7 +54,7 @@ EOF
 
 if [[ ${FLATCAR_DEMO:-true} == true ]]; then
     say "demo profile: origin, seed images and configuration (runner image ${FLATCAR_RUNNER_IMAGE})"
-    python -m flatcar_airflow.demo.cli setup --root "$root" --config "$config" \
+    flatcar-airflow demo setup --root "$root" --config "$config" \
         --runner-image "${FLATCAR_RUNNER_IMAGE:?}" --network "${FLATCAR_NETWORK:?}" >/tmp/demo.json ||
         fail "the demo setup failed: $(cat /tmp/demo.json)"
     chown -R "$uid:0" "$root/demo"
