@@ -212,9 +212,15 @@ class BuildCacheHook(BaseHook):
             with open(local, "wb") as handle:
                 handle.write(data)
             remote = f"{settings.user}@{settings.server}"
+            into = f"{remote}:{posixpath.dirname(target)}/"
             for what, cmd in (
                 ("mkdir -p", [*ssh, remote, f"mkdir -p {shlex.quote(posixpath.dirname(target))}"]),
-                ("rsync", ["rsync", "--chmod=D755,F644", "-e", shlex.join(ssh), local, f"{remote}:{target}"]),
+                # Into the directory (rrsync refuses to replace a file named as the destination) and
+                # regardless of size and time (a same-size rewrite within a second is no change to rsync).
+                (
+                    "rsync",
+                    ["rsync", "--ignore-times", "--chmod=D755,F644", "-e", shlex.join(ssh), local, into],
+                ),
             ):
                 try:
                     proc = subprocess.run(
