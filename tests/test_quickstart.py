@@ -7,6 +7,7 @@ no port held), and on a second start show the earlier run, its logs and the same
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -95,9 +96,13 @@ class Quickstart:
         return proc
 
     def kill(self) -> None:
+        """Whatever the test left running: stopped as a user would, then killed."""
+        subprocess.run(["bash", str(QUICKSTART), "stop"], env=self.env, capture_output=True, timeout=300)
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
-        subprocess.run(["bash", str(QUICKSTART), "stop"], env=self.env, capture_output=True, timeout=300)
+        for line in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
         if self.docker_tag:
             images = subprocess.run(
                 ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True

@@ -92,8 +92,8 @@ def _stop(home: Home) -> int:
             time.sleep(0.5)
         if _holder(home) is not None:
             _say("it did not stop within 120 s: killing its processes")
-    # Whatever a crashed quickstart left behind.
-    leftovers = [p for p in state.get("pids", []) if tree([p])]
+    # Whatever a crashed quickstart left behind (pids that are still ours: a pid can be reused).
+    leftovers = [p for p in state.get("pids", []) if tree([p]) and _ours(home, p)]
     if pid and pid > 0 and _holder(home) is not None:
         leftovers.append(pid)
     if leftovers:
@@ -104,6 +104,20 @@ def _stop(home: Home) -> int:
     else:
         _say("stopped")
     return 0
+
+
+def _ours(home: Home, pid: int) -> bool:
+    """Whether ``pid`` is a process of this quickstart: its state directory on its command line or in
+    its AIRFLOW_HOME."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if str(home.root) in " ".join(proc.cmdline()):
+            return True
+        return proc.environ().get("AIRFLOW_HOME", "").startswith(str(home.root))
+    except psutil.Error:
+        return False
 
 
 def _status(home: Home) -> int:
@@ -188,9 +202,12 @@ class Quickstart:
         ports = self._ports(state)
         config = self._configuration()
         self._start_cache(state)
+        # Recorded at once: a quickstart killed hard from here on leaves nothing `stop` cannot find.
+        server = self.cache.settings().server
+        state = {**state, "ports": ports, "cache_address": server, "pids": self.cache.pids}
+        self.home.write_state(state)
         env = self._airflow_env(ports, config)
         self._write_env_file(env)
-        self.home.write_state({**state, "ports": ports, "cache_address": self.cache.settings().server})
         _say("migrating the Airflow database")
         self._airflow(env, "db", "migrate")
         from flatcar_airflow.buildcache_server import ServerError
@@ -356,9 +373,8 @@ class Quickstart:
             if name == "api-server":
                 cmd += ["--port", str(ports["api"]), "--host", ports["host"]]
             self.services.append(start_service(name, cmd, env, self.home.logs))
-        self.home.write_state(
-            {**self.home.read_state(), "pids": [s.pid for s in self.services] + self.cache.pids}
-        )
+            pids = [s.pid for s in self.services] + self.cache.pids
+            self.home.write_state({**self.home.read_state(), "pids": pids})
         _say(f"started Airflow ({', '.join(SERVICES)}); logs in {self.home.logs}")
 
     def _check_services(self) -> None:
