@@ -193,3 +193,31 @@ def test_bad_settings_are_refused_before_anything_is_made(tmp_path, settings, me
     with pytest.raises(ServerError, match=message):
         BuildCacheServer(tmp_path / "cache").init(settings)
     assert not (tmp_path / "cache").exists()
+
+
+def test_several_steps_write_at_once(build_cache, tmp_path):
+    """The arches' steps upload concurrently: no write may be refused because another one runs."""
+    login = f"{build_cache.user}@{build_cache.server}"
+    procs = []
+    for n in range(4):
+        artifact = tmp_path / f"artifact-{n}.bin"
+        artifact.write_bytes(bytes([n]) * 4_000_000)
+        remote = f"{build_cache.root}/images/concurrent/{n}"
+        assert _ssh(build_cache, f"mkdir -p {remote}").returncode == 0
+        ssh = f"ssh -F {build_cache.ssh_config}"
+        procs.append(
+            subprocess.Popen(
+                ["rsync", "-a", "--bwlimit=4000", "-e", ssh, str(artifact), f"{login}:{remote}/"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    try:
+        for n, proc in enumerate(procs):
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            assert (build_cache.root / f"images/concurrent/{n}/artifact-{n}.bin").stat().st_size == 4_000_000
+    finally:
+        build_cache.clear()

@@ -5,7 +5,7 @@
 #
 # INPUTS:  $1                     the cache directory (BUILDCACHE_PATH_PREFIX, served over HTTPS)
 #          SSH_ORIGINAL_COMMAND   what the client asked sshd to run
-# OUTPUTS: allowed: `rsync --server ...` through rrsync -absolute -no-del (paths under CACHE_DIR only,
+# OUTPUTS: allowed: `rsync --server ...` through rrsync -absolute -no-del -no-lock (paths under CACHE_DIR,
 #          no deletions), `mkdir -p PATH...` (absolute paths under CACHE_DIR, no options); anything else,
 #          an interactive shell included, is refused with exit status 1 and a message on stderr.
 set -euo pipefail
@@ -25,8 +25,9 @@ case $command in
     refuse "an interactive shell"
     ;;
 "rsync --server "*)
-    # rrsync reads SSH_ORIGINAL_COMMAND itself and checks every option and path again.
-    exec rrsync -absolute -no-del "$prefix"
+    # rrsync reads SSH_ORIGINAL_COMMAND itself and checks every option and path again. -no-lock: the
+    # steps of several arches write at once (rrsync's lock would refuse all but one).
+    exec rrsync -absolute -no-del -no-lock "$prefix"
     ;;
 "mkdir -p "*)
     # Split on blanks only: no quotes, globs or expansions are interpreted.

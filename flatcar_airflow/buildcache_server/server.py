@@ -10,12 +10,12 @@ under one directory:
 ``ssh/host_ed25519_key``    the sshd host key (generated once)
 ``ssh/writer_ed25519``      the write key of the ``flatcar_buildcache`` connection (generated once)
 ``ssh/writers.pub``         public keys allowed to write (one a line; add one to rotate keys); each gets
-                            ``restrict,command="restricted-shell.sh DATA"``: rsync and ``mkdir -p`` under
-                            ``data/`` and nothing else
+                            ``restrict,command="restricted-shell.sh DATA"`` in ``authorized_keys``: rsync
+                            and ``mkdir -p`` under ``data/`` and nothing else
 ``tls/``                    ``ca.pem``/``ca.key`` (a CA generated once) and ``server.pem``/``server.key``
                             (re-issued when the server's names change); or the operator's certificate
 ``settings.json``           the settings of :meth:`BuildCacheServer.init`, reused by later starts
-``sshd_config``, ``nginx.conf``, ``log/``, ``run/``  written at every start
+``sshd_config``, ``nginx.conf``, ``authorized_keys``, ``log/``, ``run/``  written at every start
 ==========================  ================================================================================
 
 Only the standard library is used, so the same code runs the cache container
@@ -42,6 +42,7 @@ __all__ = ["BuildCacheServer", "ServerError", "Settings"]
 RESTRICTED_SHELL = Path(__file__).with_name("restricted-shell.sh")
 _SSHD = "/usr/sbin/sshd"
 _NGINX = "/usr/sbin/nginx"
+_RRSYNC = "/usr/bin/rrsync"
 _MIME_TYPES = "/etc/nginx/mime.types"
 
 
@@ -235,9 +236,15 @@ class BuildCacheServer:
     # -- configuration of the daemons ---------------------------------------------------------------------
 
     def _write_configs(self, settings: Settings) -> tuple[Path, Path]:
-        for tool in (_SSHD, _NGINX, "/usr/bin/rrsync"):
+        for tool in (_SSHD, _NGINX, _RRSYNC):
             if not Path(tool).exists():
                 raise ServerError(f"{tool} is not installed (Debian packages: openssh-server, rsync, nginx)")
+        usage = subprocess.run([_RRSYNC, "-h"], capture_output=True, text=True, check=False)
+        if "-absolute" not in usage.stdout + usage.stderr:
+            raise ServerError(
+                f"{_RRSYNC} has no -absolute option, which the scripts' absolute cache paths need: install "
+                "an rsync whose rrsync has it (Debian 12: rsync 3.5.0 from bookworm-security)"
+            )
         ssh = self.state / "ssh"
         shell = self.state / "restricted-shell.sh"
         shutil.copyfile(RESTRICTED_SHELL, shell)
@@ -250,13 +257,16 @@ class BuildCacheServer:
                 if not line.startswith(("ssh-", "ecdsa-", "sk-")):
                     raise ServerError(f"{ssh / 'writers.pub'}: {line[:40]!r} is not an ssh public key")
                 lines.append(f"{forced} {line}")
-        (ssh / "authorized_keys").write_text("\n".join(lines) + "\n")
+        # Beside ssh/ (0700, the private keys): sshd reads it as the ssh user, who may not be root.
+        authorized_keys = self.state / "authorized_keys"
+        authorized_keys.write_text("\n".join(lines) + "\n")
+        authorized_keys.chmod(0o644)
         listen = settings.listen_address()
         root_login = "forced-commands-only" if settings.user == "root" else "no"
         sshd_config = self.state / "sshd_config"
         sshd_config.write_text(
             f"Port {settings.ssh_port}\nListenAddress {listen}\nHostKey {ssh / 'host_ed25519_key'}\n"
-            f"AuthorizedKeysFile {ssh / 'authorized_keys'}\nPidFile {self.state / 'run/sshd.pid'}\n"
+            f"AuthorizedKeysFile {authorized_keys}\nPidFile {self.state / 'run/sshd.pid'}\n"
             f"AllowUsers {settings.user}\nPermitRootLogin {root_login}\n"
             "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\nAllowTcpForwarding no\nAllowAgentForwarding no\n"
