@@ -46,9 +46,6 @@ def demo_config(root: Path, runner_image: str, network: str, origin: Path) -> st
         "os": {"branches": [], "schedule": None},
         "heartbeat_interval": 30,
         "retries": 0,
-        # One step at a time: the build cache's write key runs rrsync without -no-lock, and rrsync's
-        # single-run lock refuses a second writer while another one uploads (two arches' steps at once).
-        "pools": {"steps": {"name": "flatcar_build_steps", "slots": 1}},
     }
     header = (
         f"{DEMO_HEADER}\n"
