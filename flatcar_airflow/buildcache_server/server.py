@@ -350,10 +350,6 @@ class BuildCacheServer:
     def pids(self) -> list[int]:
         return [proc.pid for proc in self._processes if proc.poll() is None]
 
-    @property
-    def sshd_pid(self) -> int | None:
-        return self._processes[0].pid if self._processes else None
-
     def stop(self, timeout: float = 10) -> None:
         for proc in reversed(self._processes):
             if proc.poll() is None:

@@ -293,17 +293,13 @@ class Quickstart:
         from flatcar_airflow.buildcache_server import BuildCacheServer, ServerError, Settings
 
         server = BuildCacheServer(self.home.buildcache)
-        settings = server.settings() if server.settings_file.exists() else Settings()
-        address = _cache_address(settings.server if server.settings_file.exists() else None)
-        if (
-            not server.settings_file.exists()
-            or address != settings.server
-            or not _free(address, settings.ssh_port)
-        ):
-            settings.server = address
-            settings.listen = address
-            if not server.settings_file.exists() or not _free(address, settings.ssh_port):
-                settings.ssh_port = _any_free_port(address)
+        known = server.settings_file.exists()
+        settings = server.settings() if known else Settings()
+        # The last address and ssh port again if they are free (the certificate and connection stay).
+        address = _cache_address(settings.server if known else None)
+        if not known or not _free(address, settings.ssh_port):
+            settings.ssh_port = _any_free_port(address)
+        settings.server = settings.listen = address
         try:
             server.init(settings)
             server.start()

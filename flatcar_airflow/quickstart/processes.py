@@ -9,7 +9,6 @@ left after the grace period: nothing is orphaned and no port stays held.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import time
@@ -97,12 +96,3 @@ def _running(proc: psutil.Process) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-def reap(services: Iterable[Service]) -> None:
-    for service in services:
-        with contextlib.suppress(ChildProcessError, OSError):
-            service.proc.poll()
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
