@@ -163,6 +163,109 @@ class OSBuilds(_Model):
         return values
 
 
+_URL_FIELDS = {
+    "commit_url": ("commit",),
+    "tag_url": ("tag",),
+    "compare_url": ("old", "new"),
+}
+
+
+def _web_base(repo: str) -> str | None:
+    """The web view of an https scripts repository (``https://github.com/flatcar/scripts.git`` ->
+    ``https://github.com/flatcar/scripts``); None for ssh, file and local repositories."""
+    if not repo.startswith("https://"):
+        return None
+    return repo.removesuffix("/").removesuffix(".git")
+
+
+class Web(_Model):
+    """The builds page (docs/builds-page.md) and the links to the scripts repository's web view.
+
+    A URL template may use ``{repo}`` (the web view of ``scripts_repo``) and its own fields: ``{commit}``,
+    ``{tag}``, or ``{old}`` and ``{new}``. None derives it from an https ``scripts_repo`` (GitHub's
+    layout); an empty string turns the links off.
+    """
+
+    commit_url: str | None = None
+    tag_url: str | None = None
+    compare_url: str | None = None
+    #: The Airflow UI's address as people reach it, for links in notifications (None: Airflow's
+    #: ``[api] base_url``).
+    airflow_url: str | None = None
+    #: The branch badges (``/flatcar/badge/<branch>.svg``) need no login when true.
+    public_badge: bool = False
+    page_size: Annotated[int, Field(ge=5, le=500)] = 25
+    #: How many of a branch's newest builds its charts show.
+    chart_builds: Annotated[int, Field(ge=2, le=1000)] = 30
+    #: How long (seconds) the page keeps an index it read from the cache before asking again.
+    cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 10.0
+
+    @field_validator("commit_url", "tag_url", "compare_url")
+    @classmethod
+    def _template(cls, value: str | None, info) -> str | None:
+        if not value:
+            return value
+        allowed = {"repo", *_URL_FIELDS[info.field_name]}
+        names = set(re.findall(r"{([^{}]*)}", value))
+        if names - allowed:
+            raise ValueError(
+                f"{value!r} uses {', '.join(sorted(names - allowed))}; it may use {{"
+                + "}, {".join(sorted(allowed))
+                + "}"
+            )
+        if not re.match(r"^(https?://|\{repo\})", value) or any(ch.isspace() for ch in value):
+            raise ValueError(f"{value!r} must be an http(s) URL (or start with {{repo}}) without spaces")
+        return value
+
+    @field_validator("airflow_url")
+    @classmethod
+    def _airflow_url(cls, value: str | None) -> str | None:
+        if value and (not re.match(r"^https?://[^\s/]+", value) or any(ch.isspace() for ch in value)):
+            raise ValueError(f"{value!r} must be an http(s) URL")
+        return value.rstrip("/") if value else value
+
+    def link(self, what: str, scripts_repo: str, **fields: str) -> str | None:
+        """The web link ``what`` (commit_url, tag_url, compare_url) with ``fields`` URL-quoted in."""
+        from urllib.parse import quote
+
+        template = getattr(self, what)
+        base = _web_base(scripts_repo)
+        if template is None:
+            if base is None:
+                return None
+            template = {
+                "commit_url": "{repo}/commit/{commit}",
+                "tag_url": "{repo}/tree/{tag}",
+                "compare_url": "{repo}/compare/{old}...{new}",
+            }[what]
+        if not template or ("{repo}" in template and base is None):
+            return None
+        if any(not value for value in fields.values()):
+            return None
+        quoted = {name: quote(str(value), safe="") for name, value in fields.items()}
+        return template.format(repo=base or "", **quoted)
+
+
+class Notifications(_Model):
+    """Failure and recovery mails of scheduled builds (docs/notifications.md)."""
+
+    #: An Airflow connection of type smtp; None sends nothing.
+    smtp_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    from_email: str | None = None
+    to: list[Annotated[str, Field(pattern=r"^[^\s@,;<>]+@[^\s@,;<>]+$")]] = Field(default_factory=list)
+    #: failure: a build failed; recovery: a build succeeded after the branch's previous one failed.
+    events: list[Literal["failure", "recovery"]] = Field(default_factory=lambda: ["failure", "recovery"])
+    run_types: list[Literal["scheduled", "manual", "backfill"]] = Field(
+        default_factory=lambda: ["scheduled"], min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _recipients(self) -> Notifications:
+        if self.smtp_conn_id and not self.to:
+            raise ValueError("notifications.smtp_conn_id is set but notifications.to names no recipient")
+        return self
+
+
 class Config(_Model):
     scripts_repo: Annotated[str, Field(min_length=1)]
     ci_identity: Identity = Identity()
@@ -185,6 +288,8 @@ class Config(_Model):
     retries: Annotated[int, Field(ge=0, le=10)] = 1
     heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 60.0
     tagging_cache: str | None = None
+    web: Web = Web()
+    notifications: Notifications = Notifications()
 
     @field_validator("scripts_repo")
     @classmethod
