@@ -549,6 +549,63 @@ def test_mini_fail_step(mini_origin, build_cache, tmp_path):
     assert BRANCH_NIGHTLY not in mini_origin.tags()
 
 
+def test_mini_fail_step_on_one_arch_and_fail_once(mini_origin, build_cache, tmp_path):
+    """``<fn>@<arch>`` fails only that arch; MINI_FAIL_ONCE fails the first run only (its state directory)."""
+
+    def image_changes(arch: str, **env: str) -> StepResult:
+        # At the release tag there is no earlier nightly: the step has nothing to compare and succeeds.
+        return run_step(
+            mini_origin.url,
+            "stable-4593.2.4",
+            "image_changes.sh",
+            "image_changes",
+            arch,
+            "last-nightly",
+            env=env,
+            cwd_root=tmp_path,
+        )
+
+    nothing_to_compare = "No earlier nightly tag found: nothing to compare 4593.2.4 ({arch}) with."
+    for arch in ("amd64", "arm64"):
+        assert_ok(image_changes(arch))
+    rc, output = image_changes("arm64", MINI_FAIL_STEP="packages_tag,image_changes@arm64")
+    assert rc == 1
+    assert "mini-scripts: failing image_changes on arm64 as asked" in output.splitlines()
+    assert nothing_to_compare.format(arch="arm64") not in output
+    rc, output = assert_ok(image_changes("amd64", MINI_FAIL_STEP="image_changes@arm64"))
+    assert nothing_to_compare.format(arch="amd64") in output.splitlines() and "failing" not in output
+    # A plain <fn> still fails every arch; @<arch> never matches a step that takes no arch.
+    rc, output = image_changes("amd64", MINI_FAIL_STEP="image_changes")
+    assert rc == 1 and "mini-scripts: failing image_changes as asked" in output.splitlines()
+    assert_ok(
+        run_step(
+            mini_origin.url,
+            "flatcar-4593",
+            "packages-tag.sh",
+            "packages_tag",
+            BRANCH_NIGHTLY,
+            env={"MINI_FAIL_STEP": "packages_tag@amd64"},
+            cwd_root=tmp_path,
+        )
+    )
+    assert BRANCH_NIGHTLY in mini_origin.tags()
+
+    # Fail once: the first arm64 run fails, the next succeeds; amd64 never fails; a new state directory
+    # fails again.
+    state = tmp_path / "mini-state"
+    once = {"MINI_FAIL_ONCE": "image_changes@arm64", "MINI_STATE_DIR": str(state)}
+    assert_ok(image_changes("amd64", **once))
+    rc, output = image_changes("arm64", **once)
+    assert rc == 1 and "mini-scripts: failing image_changes on arm64 as asked" in output.splitlines()
+    assert (state / "failed-once" / "image_changes@arm64").is_dir()
+    rc, output = assert_ok(image_changes("arm64", **once))
+    assert nothing_to_compare.format(arch="arm64") in output.splitlines()
+    rc, output = image_changes("arm64", **{**once, "MINI_STATE_DIR": str(tmp_path / "other-state")})
+    assert rc == 1
+    rc, output = image_changes("arm64", MINI_FAIL_ONCE="image_changes@arm64")
+    assert rc == 1 and "mini-scripts: MINI_FAIL_ONCE needs MINI_STATE_DIR" in output.splitlines()
+
+
 def test_mini_slow_step(mini_origin, build_cache, tmp_path):
     started = time.monotonic()
     rc, output = run_step(

@@ -67,7 +67,7 @@ function _image_build_impl() {
     docker_image_from_buildcache "${packages}" "${docker_vernum}"
 
     local image_container="flatcar-images-${arch}-${docker_vernum}"
-    mini_step_knobs image_build "${image_container}" "${packages_image}"
+    mini_step_knobs image_build "${image_container}" "${packages_image}" "${arch}"
 
     local official_arg
     if is_official "${vernum}"; then

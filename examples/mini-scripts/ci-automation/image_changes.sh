@@ -82,7 +82,7 @@ function _image_changes_impl() {
     local version_b
     version_b=$(get_version_from_versionfile)
     mini_step_knobs image_changes \
-        "flatcar-image-changes-${arch}-$(vernum_to_docker_image_version "${version_b}")" ""
+        "flatcar-image-changes-${arch}-$(vernum_to_docker_image_version "${version_b}")" "" "${arch}"
 
     local tag_a='' version_a='' description
     if [[ ${what} == last-nightly ]]; then

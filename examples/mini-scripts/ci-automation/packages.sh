@@ -68,7 +68,7 @@ function _packages_build_impl() {
     sdk_image=$(docker_image_fullname "flatcar-sdk-${arch}" "${docker_sdk_vernum}")
 
     local packages_container="flatcar-packages-${arch}-${docker_vernum}"
-    mini_step_knobs packages_build "${packages_container}" "${sdk_image}"
+    mini_step_knobs packages_build "${packages_container}" "${sdk_image}" "${arch}"
 
     apply_local_patches
 

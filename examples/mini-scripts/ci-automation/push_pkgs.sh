@@ -65,7 +65,7 @@ function _push_packages_impl() {
     docker_image_from_buildcache "${packages}" "${docker_vernum}"
 
     local my_name="flatcar-packages-publisher-${arch}-${docker_vernum}"
-    mini_step_knobs push_packages "${my_name}" "${packages_image}"
+    mini_step_knobs push_packages "${my_name}" "${packages_image}" "${arch}"
 
     ./run_sdk_container -x ./ci-cleanup.sh -n "${my_name}" -C "${packages_image}" \
         ./build_dev_binpkgs --board="${arch}-usr"

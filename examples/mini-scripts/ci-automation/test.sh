@@ -109,7 +109,7 @@ function _test_run_impl() {
         return 1
     fi
     ci_cleanup_add "docker rm -f '${container_name}'"
-    mini_step_knobs test_run "${container_name}" "${mantle_ref}"
+    mini_step_knobs test_run "${container_name}" "${mantle_ref}" "${arch}"
 
     # What the vendor tests need from the build cache, downloaded here (the miniature's mantle
     # container has no TLS client). Nothing is needed when the arch cannot be tested.

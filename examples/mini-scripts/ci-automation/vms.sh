@@ -67,7 +67,7 @@ function _vm_build_impl() {
     docker_image_from_buildcache "${packages}" "${docker_vernum}"
 
     local vms_container="flatcar-vms-${arch}-${docker_vernum}"
-    mini_step_knobs vm_build "${vms_container}" "${packages_image}"
+    mini_step_knobs vm_build "${vms_container}" "${packages_image}" "${arch}"
 
     apply_local_patches
 
