@@ -90,21 +90,42 @@ def _names(values: Sequence[str], what: str) -> list[str]:
 
 
 def tap_summary(text: str) -> dict[str, object]:
-    """Counts and failed test names of a TAP report (the test step's merged summary)."""
-    passed = failed = skipped = 0
+    """Counts and failed test names of a TAP report (the test step's merged summary).
+
+    ``flaky`` counts the tests that are ``ok`` but whose diagnostics list a ``Failed:`` run: the step
+    re-ran them (MAX_RETRIES) and they passed on a re-run (``passed`` includes them).
+    """
+    parser = Parser()
+    passed = failed = skipped = flaky = 0
     failures: list[str] = []
-    for line in Parser().parse_text(text):
+    flaky_names: list[str] = []
+    last_ok: str | None = None  # the name of the ok test whose diagnostics follow
+    for raw in text.splitlines():
+        line = parser.parse_line(raw)
         if line.category != "test":
+            if last_ok is not None and raw.lstrip().startswith("Failed:"):
+                flaky += 1
+                flaky_names.append(last_ok)
+                last_ok = None
             continue
         name = line.description.removeprefix("-").strip() or f"test {line.number}"
+        last_ok = None
         if line.skip:
             skipped += 1
         elif line.ok:
             passed += 1
+            last_ok = name
         else:
             failed += 1
             failures.append(name)
-    return {"passed": passed, "failed": failed, "skipped": skipped, "failures": failures[:50]}
+    return {
+        "passed": passed,
+        "failed": failed,
+        "skipped": skipped,
+        "flaky": flaky,
+        "failures": failures[:50],
+        "flaky_tests": flaky_names[:50],
+    }
 
 
 class Step:

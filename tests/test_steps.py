@@ -155,8 +155,16 @@ def test_tap_summary():
     text = (
         "TAP version 13\n1..4\nok 1 - cl.basic\nnot ok 2 - cl.network.ping\n  ---\n  error: x\n  ...\n"
         "ok 3 - cl.update # SKIP not here\nok 4 - cl.flaky\n"
+        "   ---\n   Succeeded: qemu_uefi (2)\n   Failed: qemu_uefi (1)\n   ...\n"
     )
-    assert tap_summary(text) == {"passed": 2, "failed": 1, "skipped": 1, "failures": ["cl.network.ping"]}
+    assert tap_summary(text) == {
+        "passed": 2,
+        "failed": 1,
+        "skipped": 1,
+        "flaky": 1,
+        "failures": ["cl.network.ping"],
+        "flaky_tests": ["cl.flaky"],
+    }
 
 
 def test_artifact_records_round_trip_as_plain_data():

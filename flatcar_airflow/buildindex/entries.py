@@ -106,6 +106,13 @@ def _state(record: Any) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def _seconds(record: Any) -> float | None:
+    value = record.get("duration_s") if isinstance(record, Mapping) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return round(float(value), 1)
+    return None
+
+
 def _counts(summary: Any) -> dict[str, int]:
     if not isinstance(summary, Mapping):
         return {}
@@ -141,6 +148,13 @@ def entry_from_manifest(manifest: Mapping[str, Any], manifest_paths: Iterable[st
         for arch, records in sorted((manifest.get("arches") or {}).items())
         if isinstance(records, Mapping)
     }
+    durations: dict[str, float] = {}
+    for name, record in sorted((manifest.get("steps") or {}).items()):
+        durations[name] = _seconds(record)
+    for arch, records in sorted((manifest.get("arches") or {}).items()):
+        if isinstance(records, Mapping):
+            for name, record in sorted(records.items()):
+                durations[f"{arch}.{name}"] = _seconds(record)
     tests = {
         arch: {vendor: _counts(summary) for vendor, summary in sorted(vendors.items())}
         for arch, vendors in sorted((manifest.get("tests") or {}).items())
@@ -165,6 +179,7 @@ def entry_from_manifest(manifest: Mapping[str, Any], manifest_paths: Iterable[st
         "steps": steps,
         "arches": arches,
         "tests": tests,
+        "durations": {task_id: seconds for task_id, seconds in durations.items() if seconds is not None},
         "manifests": sorted(set(manifest_paths)),
     }
 
