@@ -12,8 +12,10 @@ FA_WHO=run-tests
 source scripts/lib/setup.sh
 
 # The product's Debian packages (scripts/lib/setup.sh), and what only the tests use: debootstrap (the
-# Debian base of the test images); redis-server and postgresql (the Celery test's broker and database).
-fa_install_debs "${FA_DEBS[@]}" debootstrap redis-server postgresql docker-compose
+# Debian base of the test images); redis-server and postgresql (the Celery test's broker and database);
+# chromium, the headless browser the builds page's tests drive with playwright (Debian's build: the tests
+# never download a browser) and fonts-liberation, the fonts of its screenshots.
+fa_install_debs "${FA_DEBS[@]}" debootstrap redis-server postgresql docker-compose chromium fonts-liberation
 fa_start_dockerd
 fa_sync_venv test celery
 
