@@ -40,7 +40,7 @@ app = FastAPI(
         "Example: the newest successful stable nightly is "
         "`GET /flatcar/api/builds?channel=stable&state=success&run_type=scheduled&limit=1`."
     ),
-    docs_url="/api/docs",
+    docs_url=None,
     redoc_url=None,
     openapi_url="/openapi.json",
 )

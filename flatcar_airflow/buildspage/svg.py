@@ -15,6 +15,8 @@ browser's own tooltip) and costs well under a millisecond per chart.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping, Sequence
 from html import escape
 
@@ -46,25 +48,30 @@ def human_duration(seconds: float | None) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     if hours:
-        return f"{hours} h {minutes:02d} min"
+        return f"{hours} h {minutes:02d} min" if minutes else f"{hours} h"
     if minutes:
-        return f"{minutes} min {secs:02d} s"
+        return f"{minutes} min {secs:02d} s" if secs else f"{minutes} min"
     return f"{secs} s"
 
 
-def _axis_max(value: float) -> float:
-    """A round upper bound for the y axis (1, 2 or 5 times a power of ten, in seconds)."""
+#: Steps of the y axis (seconds): round to a person reading durations.
+_TICKS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def _axis(value: float) -> tuple[float, float]:
+    """``(top, step)`` of the y axis: at most five steps of a round duration covering ``value``."""
     if value <= 0:
-        return 1.0
-    scale = 1.0
-    while scale * 10 <= value:
-        scale *= 10
-    while scale > value:
-        scale /= 10
-    for step in (1, 2, 5, 10):
-        if step * scale >= value:
-            return step * scale
-    return 10 * scale
+        return 1.0, 0.25
+    step = next((tick for tick in _TICKS if value / tick <= 5), None)
+    if step is None:
+        step = _TICKS[-1] * math.ceil(value / _TICKS[-1] / 5)
+    return step * math.ceil(value / step), float(step)
+
+
+def _label(tag: str) -> str:
+    """A build's short name on an axis: ``11-21`` for a nightly of 2026-11-21, else the tag's tail."""
+    match = re.search(r"-(\d{4})(\d{2})(\d{2})-(\d{4})$", tag)
+    return f"{match.group(2)}-{match.group(3)}" if match else tag[-10:]
 
 
 def duration_chart(
@@ -83,7 +90,7 @@ def duration_chart(
     left, right, top, bottom = 64, 180, 16, 56
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for vs in series.values() for v in vs if v is not None]
-    y_max = _axis_max(max(values, default=0.0))
+    y_max, y_step = _axis(max(values, default=0.0))
     count = max(len(tags), 1)
 
     def x(i: int) -> float:
@@ -98,20 +105,20 @@ def duration_chart(
         f'aria-label="Step durations of the last {len(tags)} builds">',
         f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>',
     ]
-    for fraction in (0, 0.25, 0.5, 0.75, 1):
-        gy = top + plot_h - plot_h * fraction
+    for tick in range(round(y_max / y_step) + 1):
+        gy = y(tick * y_step)
         parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{gy:.1f}" y2="{gy:.1f}" stroke="#e5e5e5"/>')
         parts.append(
             f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" font-size="11">'
-            f"{escape(human_duration(y_max * fraction))}</text>"
+            f"{escape(human_duration(tick * y_step))}</text>"
         )
-    every = max(1, len(tags) // 10)
+    # A label every ~60 px, and always the newest build's.
+    every = max(1, math.ceil(len(tags) / max(plot_w // 60, 1)))
     for i, tag in enumerate(tags):
-        if i % every == 0 or i == len(tags) - 1:
-            label = tag.rsplit("-", 2)[-2] + "-" + tag.rsplit("-", 1)[-1] if tag.count("-") >= 2 else tag
+        if (len(tags) - 1 - i) % every == 0:
             parts.append(
                 f'<text x="{x(i):.1f}" y="{top + plot_h + 16}" text-anchor="middle" font-size="10">'
-                f"{escape(label)}</text>"
+                f"{escape(_label(tag))}</text>"
             )
     for number, (name, vs) in enumerate(series.items()):
         colour = PALETTE[number % len(PALETTE)]
@@ -157,7 +164,7 @@ def success_chart(
     finished = [state for _, state in builds if state in ("success", "failed")]
     rate = (sum(state == "success" for state in finished) / len(finished)) if finished else None
     caption = (
-        f"{rate:.0%} of {len(finished)} builds succeeded" if rate is not None else "no finished builds yet"
+        f"each build's state, oldest left: {sum(s == 'failed' for s in finished)} of {len(builds)} failed"
     )
     parts = [
         f'<svg id="{escape(element_id)}" class="chart" xmlns="http://www.w3.org/2000/svg" '
