@@ -191,6 +191,12 @@ def test_quickstart_runs_the_demo_build_stops_cleanly_and_restarts_with_its_stat
         image = manifest["arches"][arch]["image"]["artifacts"]
         assert image, manifest["arches"][arch]
     assert _https(f"{base}/flatcar_production_image.bin.bz2", ca)[:3] == b"BZh"
+    # The builds page of the quickstart's api-server lists it (docs/builds-page.md).
+    assert f"builds page      http://127.0.0.1:{quickstart.port}/flatcar/" in said
+    builds = api.get(f"http://127.0.0.1:{quickstart.port}/flatcar/api/builds").json()["builds"]
+    assert [(b["version_tag"], b["state"], b["run_id"]) for b in builds] == [
+        (manifest["version"], "success", run_id)
+    ]
     writer_key = hashlib.sha256((quickstart.home / "buildcache/ssh/writer_ed25519").read_bytes()).hexdigest()
     ports = json.loads((quickstart.home / "quickstart.json").read_text())["ports"]
 

@@ -440,6 +440,7 @@ class Quickstart:
             "",
             "flatcar-airflow is running.",
             f"  UI and REST API  {ports['url']}/",
+            f"  builds page      {ports['url']}/flatcar/",
             f"  login            admin, password in {self.home.password_file}",
             f"  DAGs             {', '.join(dag_ids)}",
             f"  configuration    {config}",
