@@ -135,6 +135,9 @@ class Step:
     script: ClassVar[str]
     function: ClassVar[str]
     per_arch: ClassVar[bool] = True
+    #: A step whose standard output is its result (a report the scripts print and do not store): the
+    #: operator keeps that output and stores it in the build cache as this artifact (kind ``report``).
+    report: ClassVar[str | None] = None
 
     def validate(self, ctx: BuildContext, options: Mapping) -> None:
         """Check options before any side effect (raise ValueError naming the problem)."""
@@ -155,6 +158,10 @@ class Step:
     ) -> list[ArtifactRef]:
         """Outputs known only after the step, from the files it left in its work tree's images/latest."""
         return []
+
+    def report_artifact(self, ctx: BuildContext) -> ArtifactRef:
+        """Where the report of a step with :attr:`report` goes in the build cache."""
+        raise NotImplementedError(f"{self.name} prints no report")
 
     def _packages(self, ctx: BuildContext) -> ArtifactRef:
         return container(f"flatcar-packages-{ctx.require_arch()}", ctx.os, ctx.arch)
@@ -319,6 +326,7 @@ class ImageChanges(Step):
     name = "image_changes"
     script = "ci-automation/image_changes.sh"
     function = "image_changes"
+    report = "flatcar-airflow-image-changes.txt"
 
     def validate(self, ctx, options):
         super().validate(ctx, options)
@@ -330,6 +338,10 @@ class ImageChanges(Step):
 
     def inputs(self, ctx, options):
         return [generic_image(ctx.os, ctx.require_arch())]
+
+    def report_artifact(self, ctx: BuildContext) -> ArtifactRef:
+        """``images/<arch>/<VER>/flatcar-airflow-image-changes.txt``, next to the images compared."""
+        return image_file(ctx.os, ctx.require_arch(), self.report, kind="report")
 
 
 STEPS: dict[str, Step] = {

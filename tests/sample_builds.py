@@ -56,6 +56,9 @@ def sample_manifest(
             else:
                 step_state = "success"
             artifacts = []
+            if step == "image_changes" and step_state == "success":
+                path = f"images/{arch}/{version}/flatcar-airflow-image-changes.txt"
+                artifacts.append({"kind": "report", "path": path, "version": version, "arch": arch})
             if step == "image" and step_state == "success":
                 for name in ("flatcar_production_image.bin.bz2", "version.txt"):
                     path = f"images/{arch}/{version}/{name}"
@@ -122,6 +125,11 @@ def write_builds(root: Path, manifests: list[dict[str, Any]]) -> dict[str, list[
             for record in records.values():
                 for artifact in record["artifacts"]:
                     data = _content(artifact["path"])
+                    if artifact["kind"] == "report":
+                        _write(
+                            root / artifact["path"], f"Image changes of {arch}: +app-misc/jq-1.7\n".encode()
+                        )
+                        continue
                     _write(root / artifact["path"], data)
                     name = Path(artifact["path"]).name
                     digests = (

@@ -191,13 +191,13 @@ def test_a_build_page_shows_artifacts_tests_and_what_changed(page_env):
     assert response.status_code == 200
     assert tag in response.text
     links = [a["href"] for a in elements(response.text, "a", "artifact")]
-    assert len(links) == 4  # two image files per arch
+    assert len(links) == 6  # two image files and the image changes report per arch
     context = ssl.create_default_context(cafile=str(page_env["cache"].ca_file))
     for link in links:
         assert link.startswith("https://")
         with urllib.request.urlopen(link, context=context, timeout=10) as answer:  # noqa: S310
-            assert answer.status == 200 and answer.read().startswith(b"sample artifact")
-    assert len(elements(response.text, "a", "digests")) == 4
+            assert answer.status == 200 and answer.read().startswith((b"sample artifact", b"Image changes"))
+    assert len(elements(response.text, "a", "digests")) == 4  # the report has no .DIGESTS
     failed = re.findall(r'<li class="failed-test">([^<]+)</li>', response.text)
     assert failed == ["cl.network.ping", "cl.network.ping"]  # amd64 and arm64
     assert 'data-flaky="1"' in response.text and "cl.basic" in response.text
@@ -208,6 +208,8 @@ def test_a_build_page_shows_artifacts_tests_and_what_changed(page_env):
         r"https://github\.com/flatcar/scripts/compare/[0-9a-f]{40}\.\.\.[0-9a-f]{40}", compare
     )
     assert "newly failing" in response.text
+    reports = re.findall(r'<pre class="image-changes" data-arch="(\w+)">([^<]*)</pre>', response.text)
+    assert reports == [(arch, f"Image changes of {arch}: +app-misc/jq-1.7\n") for arch in ("amd64", "arm64")]
     assert _get(page_env, "/flatcar/builds/main-0.0.0-nope").status_code == 404
     assert _get(page_env, "/flatcar/builds/$(touch%20x)").status_code == 422
 
