@@ -164,6 +164,12 @@ def test_full_chain_through_each_runner(run_dag, connections, deployment, seed_s
     vendor_formats = {a["extra"]["format"] for a in xcom("vms")["artifacts"]}
     assert {"qemu_uefi", "vmware"} <= vendor_formats
     assert xcom("test_qemu_uefi", "tests")["failed"] == 0
+    # image_changes prints its report; the operator stores it next to the images, for the builds page.
+    report = root / f"images/amd64/{ver}/flatcar-airflow-image-changes.txt"
+    assert [a["kind"] for a in xcom("image_changes")["artifacts"]] == ["report"]
+    lines = report.read_text().splitlines()
+    assert lines and not any(line.startswith("[flatcar-airflow]") for line in lines), lines
+    assert "nothing to compare" in report.read_text() or "packages" in report.read_text()
     assert xcom("test_qemu_uefi")["tests"]["passed"] >= 1
     # nothing secret went into XCom
     secret = connections["extra"]["private_key"].strip().splitlines()[1]

@@ -33,6 +33,8 @@ from ..versions import VersionError
 
 __all__ = ["FlatcarStepOperator"]
 
+#: The most lines of a step's report kept in the cache (the task log has every line).
+_REPORT_LINES = 20000
 _NO_RERUN_SKIP = {"test", "packages_tag", "image_changes"}
 
 
@@ -135,9 +137,13 @@ class FlatcarStepOperator(BaseOperator):
         started = time.monotonic()
         last_output = [started]
 
+        report: list[str] = []
+
         def on_line(line: str) -> None:
             last_output[0] = time.monotonic()
             self.log.info("%s", line)
+            if spec.report and not line.startswith("[flatcar-airflow]") and len(report) < _REPORT_LINES:
+                report.append(line)
 
         def on_tick() -> None:
             now = time.monotonic()
@@ -176,6 +182,8 @@ class FlatcarStepOperator(BaseOperator):
         except ValueError as err:
             raise AirflowException(f"{self.step}: {err}") from None
         produced = _unique(outputs + listed)
+        if spec.report:
+            produced.append(self._store_report(hook, spec, ctx, report))
         found = self._require(hook, produced, "output")
         self.log.info("%s finished in %s with %d artifact(s)", self.step, elapsed, len(produced))
         return self._record(ctx, self._detailed(hook, produced, found), reused=False, **record_extra)
@@ -302,6 +310,21 @@ class FlatcarStepOperator(BaseOperator):
             secret_env["SIGNER"] = conn.login
             files["secrets/signing.key"] = conn.password.encode()
         return secret_env
+
+    def _store_report(
+        self, hook: BuildCacheHook, spec: Step, ctx: BuildContext, lines: list[str]
+    ) -> ArtifactRef:
+        """The step's printed report, into the build cache (the builds page shows it with the build)."""
+        ref = spec.report_artifact(ctx)
+        text = "\n".join(lines) + "\n"
+        if len(lines) >= _REPORT_LINES:
+            text += f"[flatcar-airflow] report cut at {_REPORT_LINES} lines; the task log has all of it\n"
+        try:
+            hook.upload(ref.path, text.encode())
+        except Exception as err:
+            raise AirflowException(f"{self.step}: cannot store its report {ref.path}: {err}") from None
+        self.log.info("Stored the %s report (%d lines) at %s", self.step, len(lines), hook.url(ref.path))
+        return ref
 
     def _tap(self, tap: Mapping[str, str], options: Mapping) -> dict:
         vendor = options.get("vendor", "")
