@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-from tap.parser import Parser
-
 from .artifacts import ArtifactRef, binpkgs, container, generic_image, image_file, sdk_tarball, test_results
 from .versionfile import VersionFile
 from .versions import FlatcarVersion, check_safe_string, parse_any, parse_tag
@@ -83,7 +81,7 @@ def _names(values: Sequence[str], what: str) -> list[str]:
     result = []
     for value in values:
         check_safe_string(value, what)
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(f"{what} {value!r} must be lower-case letters, digits and '_'")
         result.append(value)
     return result
@@ -95,6 +93,8 @@ def tap_summary(text: str) -> dict[str, object]:
     ``flaky`` counts the tests that are ``ok`` but whose diagnostics list a ``Failed:`` run: the step
     re-ran them (MAX_RETRIES) and they passed on a re-run (``passed`` includes them).
     """
+    from tap.parser import Parser  # only the test tasks parse TAP: not imported when DAG files are parsed
+
     parser = Parser()
     passed = failed = skipped = flaky = 0
     failures: list[str] = []
@@ -304,7 +304,7 @@ class Tests(Step):
         super().validate(ctx, options)
         _names([options.get("vendor") or ""], "test vendor")
         for pattern in options.get("tests") or []:
-            if not _PATTERN.match(pattern):
+            if not _PATTERN.fullmatch(pattern):
                 raise ValueError(
                     f"test pattern {pattern!r} may contain only letters, digits, '.', '_', '-', '*', '?'"
                 )
