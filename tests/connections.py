@@ -21,7 +21,7 @@ def cache_connection(build_cache, **extra) -> dict:
             "path_prefix": str(build_cache.root),
             "private_key": build_cache.key_file.read_text(),
             "http_url": build_cache.https_url,
-            "ca_bundle": str(build_cache.ca_file),
+            "ca_bundle": build_cache.ca_file.read_text(),
             "host_key": build_cache.host_key,
             **extra,
         },

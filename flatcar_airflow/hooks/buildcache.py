@@ -10,17 +10,27 @@ port          ssh port for writes (default 22; other ports reach the scripts' ss
 login         ssh user (``BUILDCACHE_USER``)
 extra         ``path_prefix`` (``BUILDCACHE_PATH_PREFIX``, required), ``private_key`` (PEM text) or
               ``key_file`` (a path on the build host) for ssh, ``http_url`` (base URL for our existence
-              checks; default ``https://<host>``), ``ca_bundle`` (CA certificates for HTTPS: PEM text or
-              a path on the Airflow worker; the steps get them as ``CURL_CA_BUNDLE``, and our checks trust
-              them), ``verify`` (false disables TLS checks of our own reads only), ``host_key`` (the ssh
-              server's public key ``<type> <base64>``, checked when flatcar-airflow itself writes a file;
-              without it the worker's known_hosts must know the server)
+              checks; default ``https://<host>``; no credentials), ``ca_bundle`` (CA certificates for
+              HTTPS: PEM text, or a path under /etc/ssl/certs and the like; certificates only; the
+              steps get them as ``CURL_CA_BUNDLE``, and our checks trust them), ``verify`` (false
+              disables TLS checks of our own reads only), ``host_key`` (the ssh server's public key
+              ``<type> <base64>``, checked when flatcar-airflow itself writes a file; without it the
+              worker's known_hosts must know the server)
 
 flatcar-airflow's own writes (the build manifest) use ``ssh`` and ``rsync`` on the worker, like the
 scripts' ``copy_to_buildcache``; the project's cache server (docs/buildcache.md) allows the key nothing else.
 ============  ==========================================================================================
 
-The private key is masked in logs and only ever written into a job's private directory on the build host.
+Every field that reaches ssh, git, curl or a file (the job's ssh config, ``job.env``, ``ci-config.env``) is
+checked here, when the settings are read, before any of it is used: a host name or IP address, a POSIX
+user name, a port number, absolute paths of plain characters, an http(s) URL without credentials, query
+or fragment, an ssh public key, and CA certificates (PEM ``CERTIFICATE`` blocks only: as text, or the
+path of such a file under :data:`CA_DIRECTORIES`, since the bundle is shipped to the build host and a
+path could otherwise name any file of the worker). A bad value fails naming the field and never echoes a
+secret.
+
+The private key is masked in logs (the whole key, and each of its lines, which a tool may print alone)
+and only ever written into a job's private directory on the build host.
 """
 
 from __future__ import annotations
@@ -36,9 +46,91 @@ from functools import cached_property
 import httpx
 from airflow.sdk import BaseHook
 
-__all__ = ["BuildCacheHook", "BuildCacheSettings", "CacheEntry"]
+__all__ = ["CA_DIRECTORIES", "BuildCacheHook", "BuildCacheSettings", "CacheEntry", "check_ca_pem"]
 
-_SAFE_PATH = re.compile(r"^[A-Za-z0-9._+@=,-][A-Za-z0-9._+@=,/-]*$")
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._+@=,-][A-Za-z0-9._+@=,/-]*")
+#: A DNS name or IPv4 address (labels of letters, digits and '-'), or an IPv6 address.
+_HOST = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+#: A POSIX portable user name.
+_LOGIN = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}")
+#: An absolute path of plain characters (it goes into ci-config.env, ssh and rsync command lines).
+_ABS_PATH = re.compile(r"/(?:[A-Za-z0-9._+@=,-]+/?)*")
+_HOST_KEY = re.compile(r"(?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]{1,60} [A-Za-z0-9+/]{16,16384}={0,3}")
+_PEM_CERT = re.compile(
+    r"-----BEGIN CERTIFICATE-----\r?\n(?:[A-Za-z0-9+/=]{1,76}\r?\n)+-----END CERTIFICATE-----"
+)
+#: Where a ``ca_bundle`` given as a path may be (after resolving symlinks): the system's CA directories.
+CA_DIRECTORIES = (
+    "/etc/ssl/certs",
+    "/usr/local/share/ca-certificates",
+    "/usr/share/ca-certificates",
+    "/etc/pki",
+)
+#: Key lines shorter than this are not masked on their own (the last line of a key may be a few bytes).
+_MASK_MIN = 16
+
+
+def check_ca_pem(data: bytes, what: str) -> bytes:
+    """``data`` if it is nothing but PEM certificates (whitespace between them), else ``ValueError``.
+
+    The bundle is shipped to the build host: this keeps any other file's content (a key, a password
+    file) from travelling there under the name of a CA bundle.
+    """
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} is not PEM text (it is not ASCII)") from None
+    rest = _PEM_CERT.sub("", text)
+    if not _PEM_CERT.search(text) or rest.strip():
+        raise ValueError(
+            f"{what} must contain PEM certificates (-----BEGIN CERTIFICATE-----) and nothing else"
+        )
+    return data
+
+
+def _check_host(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "host (the cache server) is empty"
+    if len(value) > 253 or not (_HOST.fullmatch(value) or _IPV6.fullmatch(value)):
+        return f"host {value[:80]!r} is not a host name or IP address"
+    return None
+
+
+def _check_path(name: str, value: object) -> str | None:
+    if (
+        not isinstance(value, str)
+        or not _ABS_PATH.fullmatch(value)
+        or ".." in value.split("/")
+        or len(value) > 1024
+    ):
+        shown = repr(value[:80]) if isinstance(value, str) else type(value).__name__
+        return f"extra {name!r} {shown} must be an absolute path of letters, digits and ._+@=,-/ without '..'"
+    return None
+
+
+def _check_http_url(value: object) -> str | None:
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "extra 'http_url' must be an http(s) URL without whitespace"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return "extra 'http_url' is not a valid URL"
+    if "@" in parts.netloc:
+        # Credentials would land in XCom, the manifest and the builds index with every artifact URL.
+        return "extra 'http_url' must not contain credentials (user:password@): the cache is read anonymously"
+    if parts.scheme not in ("http", "https") or not parts.hostname or _check_host(parts.hostname):
+        return "extra 'http_url' must be http(s)://HOST[:PORT][/PATH]"
+    if parts.query or parts.fragment or (port is not None and not 0 < port < 65536):
+        return "extra 'http_url' must be http(s)://HOST[:PORT][/PATH] (no query or fragment)"
+    if not _ABS_PATH.fullmatch(parts.path or "/") or ".." in parts.path.split("/"):
+        return "extra 'http_url' has a path of other characters than letters, digits and ._+@=,-/"
+    return None
 
 
 @dataclass(frozen=True)
@@ -59,13 +151,16 @@ class BuildCacheSettings:
         return {"BUILDCACHE_SERVER": self.server}
 
     def ca_pem(self) -> bytes | None:
-        """The CA certificates for HTTPS reads: PEM text from the connection, or read from a path."""
+        """The CA certificates for HTTPS reads: PEM text from the connection, or read from an allowed path.
+
+        Checked again here (a file may have changed since the settings were read): only certificates
+        under :data:`CA_DIRECTORIES` are ever shipped to a build host.
+        """
         if not self.ca_bundle:
             return None
         if self.ca_bundle.lstrip().startswith("-----BEGIN"):
-            return self.ca_bundle.encode()
-        with open(self.ca_bundle, "rb") as handle:
-            return handle.read()
+            return check_ca_pem(self.ca_bundle.encode(), "extra 'ca_bundle'")
+        return check_ca_pem(_read_ca_file(self.ca_bundle), f"extra 'ca_bundle' file {self.ca_bundle}")
 
     def job_cache(self) -> dict[str, str]:
         """Settings the step wrapper applies (path prefix and user override ci-config.env)."""
@@ -115,33 +210,71 @@ class BuildCacheHook(BaseHook):
 
     @cached_property
     def settings(self) -> BuildCacheSettings:
+        """The connection, checked field by field (see the module docstring); problems are all named."""
         conn = self.get_connection(self.buildcache_conn_id)
         extra = conn.extra_dejson
         problems = []
-        if not conn.host:
-            problems.append("host (the cache server) is empty")
+        host_problem = _check_host(conn.host)
+        if host_problem:
+            problems.append(host_problem)
         if not conn.login:
             problems.append("login (the ssh user) is empty")
+        elif not _LOGIN.fullmatch(str(conn.login)):
+            problems.append(f"login {str(conn.login)[:40]!r} is not a user name (letters, digits, ._-)")
+        try:
+            port = int(conn.port or 22)
+        except (TypeError, ValueError):
+            port = 0
+        if not 0 < port < 65536:
+            problems.append(f"port {conn.port!r} is not a port number")
         if not extra.get("path_prefix"):
             problems.append("extra 'path_prefix' (BUILDCACHE_PATH_PREFIX) is missing")
-        if problems:
-            raise ValueError(f"build cache connection {self.buildcache_conn_id!r}: {'; '.join(problems)}")
+        else:
+            problems.append(_check_path("path_prefix", extra["path_prefix"]))
+        if extra.get("key_file"):
+            problems.append(_check_path("key_file", extra["key_file"]))
+        if extra.get("http_url"):
+            problems.append(_check_http_url(extra["http_url"]))
+        host_key = extra.get("host_key")
+        if host_key and (not isinstance(host_key, str) or not _HOST_KEY.fullmatch(host_key)):
+            problems.append("extra 'host_key' must be '<type> <base64>' (ssh-ed25519 AAAA…) on one line")
         private_key = extra.get("private_key")
         if private_key:
             from airflow.sdk.log import mask_secret
 
-            mask_secret(private_key)
+            if not isinstance(private_key, str):
+                problems.append("extra 'private_key' must be PEM text")
+            else:
+                # Airflow masks the whole value of an extra named like a secret; a tool that prints one
+                # line of the key file (an ssh-add or rsync error) would still show that line.
+                mask_secret(private_key)
+                for line in private_key.splitlines():
+                    if len(line.strip()) >= _MASK_MIN and not line.startswith("-----"):
+                        mask_secret(line.strip())
+                if (
+                    not private_key.lstrip().startswith("-----BEGIN ")
+                    or "PRIVATE KEY-----" not in private_key
+                ):
+                    problems.append(
+                        "extra 'private_key' is not a PEM private key (-----BEGIN … PRIVATE KEY-----)"
+                    )
+        ca_bundle = extra.get("ca_bundle")
+        if ca_bundle:
+            problems.append(_check_ca_bundle(ca_bundle))
+        problems = [problem for problem in problems if problem]
+        if problems:
+            raise ValueError(f"build cache connection {self.buildcache_conn_id!r}: {'; '.join(problems)}")
         verify = extra.get("verify", True)
         return BuildCacheSettings(
             server=conn.host,
-            port=int(conn.port or 22),
+            port=port,
             user=conn.login,
             path_prefix=str(extra["path_prefix"]).rstrip("/") or "/",
             http_url=str(extra.get("http_url") or f"https://{conn.host}").rstrip("/"),
             private_key=private_key,
             key_file=extra.get("key_file"),
-            ca_bundle=extra.get("ca_bundle"),
-            host_key=extra.get("host_key"),
+            ca_bundle=ca_bundle,
+            host_key=host_key,
             verify=str(verify).lower() not in ("false", "0", "no"),
         )
 
@@ -189,7 +322,7 @@ class BuildCacheHook(BaseHook):
         import tempfile
 
         settings = self.settings
-        if not _SAFE_PATH.match(path) or ".." in path.split("/"):
+        if not _SAFE_PATH.fullmatch(path) or ".." in path.split("/"):
             raise ValueError(
                 f"cache path {path!r} must be relative, without '..', of letters, digits and ._+-/"
             )
@@ -249,6 +382,34 @@ class BuildCacheHook(BaseHook):
             response = client.get(self.url(path))
             response.raise_for_status()
             return response.text
+
+
+def _read_ca_file(path: str) -> bytes:
+    """A CA bundle file, only if it resolves (symlinks followed) under one of :data:`CA_DIRECTORIES`."""
+    real = os.path.realpath(path)
+    if not os.path.isabs(path) or not any(real.startswith(root.rstrip("/") + "/") for root in CA_DIRECTORIES):
+        raise ValueError(
+            f"extra 'ca_bundle' path {path!r} is not under {', '.join(CA_DIRECTORIES)}: "
+            "give the PEM text instead"
+        )
+    try:
+        with open(real, "rb") as handle:
+            return handle.read(1 << 22)
+    except OSError as err:
+        raise ValueError(f"extra 'ca_bundle' file {path} cannot be read: {err.strerror}") from None
+
+
+def _check_ca_bundle(value: object) -> str | None:
+    if not isinstance(value, str):
+        return "extra 'ca_bundle' must be PEM text or a path"
+    try:
+        if value.lstrip().startswith("-----BEGIN"):
+            check_ca_pem(value.encode(), "extra 'ca_bundle'")
+        else:
+            check_ca_pem(_read_ca_file(value), f"extra 'ca_bundle' file {value}")
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def _write_private(path: str, text: str) -> None:
