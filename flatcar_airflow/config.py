@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .runners import validate_runner_config
+from .runners.base import JOB_NAMESPACE
 from .scripts_repo import check_ref_name
 from .steps import ARCHES
 from .versions import parse_any
@@ -43,7 +44,7 @@ class _Model(BaseModel):
 
 def _names(values: list[str], what: str) -> list[str]:
     for value in values:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError(f"{what} {value!r} must be lower-case letters, digits and '_'")
     if len(set(values)) != len(values):
         raise ValueError(f"{what}s repeat a value")
@@ -51,7 +52,7 @@ def _names(values: list[str], what: str) -> list[str]:
 
 
 def _queue(value: str | None) -> str | None:
-    if value is not None and not _QUEUE.match(value):
+    if value is not None and not _QUEUE.fullmatch(value):
         raise ValueError(f"queue {value!r} must be letters, digits, '_', '.' and '-'")
     return value
 
@@ -64,7 +65,7 @@ def _schedule(value: str | None) -> str | None:
         if value not in ("@daily", "@hourly", "@weekly", "@monthly", "@yearly"):
             raise ValueError(f"{value!r} is not a cron preset Airflow knows for a periodic schedule")
         return value
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+    if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(f) for f in fields):
         raise ValueError(f"{value!r} is not a five-field cron expression (e.g. '0 21 * * *')")
     return value
 
@@ -322,6 +323,9 @@ class Config(_Model):
         for name in value:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
+            if name.startswith(JOB_NAMESPACE):
+                # The step wrapper's own variables (its function, arguments, work tree): never the step's.
+                raise ValueError(f"{name!r} is in the step wrapper's namespace (FLATCAR_JOB_*)")
         return value
 
     @model_validator(mode="after")

@@ -35,8 +35,9 @@ def test_upload_writes_through_ssh_and_reads_back_over_https(hook, build_cache):
     assert url == f"{build_cache.https_url}/images/amd64/9.9.9+x/flatcar-airflow-manifest.json"
     assert hook.read_text("images/amd64/9.9.9+x/flatcar-airflow-manifest.json") == '{"ok": true}\n'
     assert not list((build_cache.root / "images/amd64/9.9.9+x").glob("*.tmp-*"))
-    with pytest.raises(ValueError, match="must be relative"):
-        hook.upload("../etc/passwd", b"")
+    for bad in ("../etc/passwd", "images/x.json\n"):
+        with pytest.raises(ValueError, match="must be relative"):
+            hook.upload(bad, b"")
 
 
 def test_upload_refuses_an_unknown_host_key(build_cache, monkeypatch, tmp_path):

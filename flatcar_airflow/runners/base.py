@@ -11,7 +11,12 @@ arguments, environment, private files such as the build cache key) and must:
 * :meth:`Runner.kill` from another thread: stop the whole tree (the wrapper then runs ``ci-cleanup.sh``);
 * never run one job twice: before starting, stop any earlier attempt of the same job key that still runs.
 
-Values are quoted with :func:`shlex.quote` in exactly one place, :func:`render_job_env`.
+Values are quoted with :func:`shlex.quote` in exactly one place, :func:`render_job_env`. The wrapper's
+own variables (``FLATCAR_JOB_*``) are its namespace: a step's environment may not use it (except
+:data:`OPERATOR_JOB_VARIABLES`, which the step operator sets from checked values), and they are written
+after the step's, so the wrapper's values win even over an ``export`` of the same name. The build cache
+settings reach the job's line-based ssh config and ``ci-config.env``: they are checked here too, not only
+by the hook that read them.
 """
 
 from __future__ import annotations
@@ -25,9 +30,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 
-__all__ = ["Job", "JobOutcome", "Runner", "RunnerError", "job_key", "render_job_env", "wrapper_script"]
+__all__ = [
+    "JOB_NAMESPACE",
+    "OPERATOR_JOB_VARIABLES",
+    "Job",
+    "JobOutcome",
+    "Runner",
+    "RunnerError",
+    "job_key",
+    "render_job_env",
+    "wrapper_script",
+]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: The wrapper's variables: the job's origin, ref, function, arguments, work tree, cache settings.
+JOB_NAMESPACE = "FLATCAR_JOB_"
+#: Variables of the namespace that the step operator itself sets in a job's ``env`` (never a secret):
+#: the branch a backfilled nightly pins ``origin/<branch>`` to.
+OPERATOR_JOB_VARIABLES = frozenset({"FLATCAR_JOB_PIN_ORIGIN_BRANCH"})
+_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
+#: What each build cache setting may be (the hook checks the connection the same way).
+_CACHE_VALUES = {
+    "server": re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*"),
+    "port": re.compile(r"[1-9][0-9]{0,4}"),
+    "user": re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}"),
+    "path_prefix": re.compile(r"/(?:[A-Za-z0-9._+@=, -]+/?)*"),
+    "key_file": re.compile(r"/(?:[A-Za-z0-9._+@=,-]+/?)*"),
+}
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -91,9 +120,26 @@ class JobOutcome:
 
 
 def render_job_env(job: Job, *, mirror: str, workspace: str) -> str:
-    """``job.env`` for the wrapper. Every value passes through :func:`shlex.quote` here, and only here."""
+    """``job.env`` for the wrapper. Every value passes through :func:`shlex.quote` here, and only here.
+
+    Refuses (``ValueError``) an environment name that is not a shell name or is in the wrapper's
+    namespace, and a build cache setting the wrapper would write into a line-based file unchecked.
+    """
     q = shlex.quote
-    lines = [
+    lines = []
+    for name, value in {**job.env, **job.secret_env}.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"environment variable name {name!r} is not a valid shell name")
+        if name.startswith(JOB_NAMESPACE) and (name not in OPERATOR_JOB_VARIABLES or name in job.secret_env):
+            raise ValueError(
+                f"environment variable {name!r} is in the step wrapper's namespace ({JOB_NAMESPACE}*): "
+                "use another name"
+            )
+        if name in OPERATOR_JOB_VARIABLES and (not _REF.fullmatch(str(value)) or ".." in str(value)):
+            raise ValueError(f"{name} {str(value)[:80]!r} is not a branch name")
+        lines.append(f"export {name}={q(str(value))}")
+    # The wrapper's own values last: they win over anything above.
+    lines += [
         f"FLATCAR_JOB_ORIGIN={q(job.origin)}",
         f"FLATCAR_JOB_REF={q(job.ref)}",
         f"FLATCAR_JOB_MIRROR={q(mirror)}",
@@ -103,14 +149,11 @@ def render_job_env(job: Job, *, mirror: str, workspace: str) -> str:
         "FLATCAR_JOB_ARGS=(" + " ".join(q(arg) for arg in job.args) + ")",
         f"FLATCAR_JOB_KEEP_WORKSPACE={1 if job.keep_workspace else 0}",
     ]
-    for name in ("server", "port", "user", "path_prefix", "key_file"):
-        value = job.cache.get(name)
-        if value:
-            lines.append(f"FLATCAR_JOB_CACHE_{name.upper()}={q(str(value))}")
-    for name, value in {**job.env, **job.secret_env}.items():
-        if not _ENV_NAME.match(name):
-            raise ValueError(f"environment variable name {name!r} is not a valid shell name")
-        lines.append(f"export {name}={q(str(value))}")
+    for name, pattern in _CACHE_VALUES.items():
+        value = str(job.cache.get(name) or "")
+        if value and (not pattern.fullmatch(value) or ".." in value.split("/")):
+            raise ValueError(f"build cache setting {name} {value[:80]!r} is not allowed in a job")
+        lines.append(f"FLATCAR_JOB_CACHE_{name.upper()}={q(value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -167,6 +167,8 @@ git -C "$ws" rev-parse --verify --quiet "$FLATCAR_JOB_REF^{commit}" >/dev/null |
 git -C "$ws" checkout --quiet --detach "$FLATCAR_JOB_REF" || fail "cannot check out $FLATCAR_JOB_REF"
 say "work tree $ws at $FLATCAR_JOB_REF ($(git -C "$ws" rev-parse --short HEAD))"
 if [[ -n ${FLATCAR_JOB_PIN_ORIGIN_BRANCH:-} ]]; then
+    git check-ref-format --branch "$FLATCAR_JOB_PIN_ORIGIN_BRANCH" >/dev/null 2>&1 ||
+        fail "the branch to pin is not a branch name"
     # A backfilled nightly's tag is not on the branch head, and the scripts refuse a nightly that is not
     # (HEAD must equal origin/<branch>). In this work tree only, origin/<branch> points at the tag: the
     # scripts then take their "Reusing existing tag" path, which pushes nothing.
@@ -203,7 +205,14 @@ if [[ -f $job/secrets/signing.key ]]; then
     export SIGNING_KEY=$job/secrets/signing.key
 fi
 if [[ -n ${FLATCAR_JOB_CACHE_PORT:-} ]]; then
+    # ssh_config is line-based: a newline or a space in a value would add options (a ProxyCommand).
+    # flatcar-airflow checks these values before it writes job.env; check again before writing the file.
+    [[ $FLATCAR_JOB_CACHE_SERVER =~ ^[A-Za-z0-9][A-Za-z0-9.:-]*$ ]] ||
+        fail "the build cache server name is not a host name or address"
+    [[ $FLATCAR_JOB_CACHE_PORT =~ ^[1-9][0-9]{0,4}$ ]] || fail "the build cache port is not a number"
+    [[ $FLATCAR_JOB_CACHE_USER =~ ^[A-Za-z_][A-Za-z0-9._-]*$ ]] || fail "the build cache user is not a user name"
     mkdir -p "$job/bin"
+    mkdir -p -m 0700 "$job/ssh"
     {
         printf 'Host %s\n    Port %s\n    User %s\n' "$FLATCAR_JOB_CACHE_SERVER" "$FLATCAR_JOB_CACHE_PORT" \
             "$FLATCAR_JOB_CACHE_USER"
