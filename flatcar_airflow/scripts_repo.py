@@ -97,7 +97,7 @@ def check_ref_name(ref: str, what: str = "ref") -> str:
         raise ValueError(f"{what} is empty")
     if len(ref) > 255:
         raise ValueError(f"{what} {ref[:40]!r}… is longer than 255 characters")
-    if not _REF_RE.match(ref):
+    if not _REF_RE.fullmatch(ref):
         raise ValueError(
             f"{what} {ref!r} must start with a letter or digit and contain only letters, digits, '.', '_', "
             "'/' and '-'"
@@ -213,7 +213,7 @@ class ScriptsRepo:
             return ResolvedRef(RefKind.BRANCH, name, refs.heads[name])
         if not ref.startswith("refs/heads/") and name in refs.tags:
             return ResolvedRef(RefKind.TAG, name, refs.tags[name])
-        if _SHA_RE.match(ref):
+        if _SHA_RE.fullmatch(ref):
             return ResolvedRef(RefKind.COMMIT, ref, ref)
         raise GitError(
             f"{ref!r} is neither a branch nor a tag of {self.display_url}, nor a full 40-character commit id"

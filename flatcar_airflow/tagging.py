@@ -48,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_NIGHTLY_TAG = re.compile(r"-nightly-[0-9]{8}-[0-9]{4}$")
+_NIGHTLY_TAG = re.compile(r"-nightly-[0-9]{8}-[0-9]{4}\Z")
 
 
 class BuildKind(StrEnum):

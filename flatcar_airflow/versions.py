@@ -117,7 +117,7 @@ def parse_build_id(build_id: str) -> NightlyId | None:
     if "+" in build_id:
         raise VersionError(f"build id {build_id!r} contains '+', which separates the build id in version.txt")
     if build_id.lower().startswith("nightly"):
-        match = _NIGHTLY_RE.match(build_id)
+        match = _NIGHTLY_RE.fullmatch(build_id)
         if not match:
             raise VersionError(
                 f"nightly build id {build_id!r} must be 'nightly-YYYYMMDD-hhmm' optionally followed by "
@@ -130,7 +130,7 @@ def parse_build_id(build_id: str) -> NightlyId | None:
                 f"nightly build id {build_id!r} does not name a real date and time (YYYYMMDD-hhmm, UTC)"
             ) from None
         return NightlyId(time=when, intermediate=bool(match["intermediate"]))
-    if not _FREE_BUILD_ID_RE.match(build_id):
+    if not _FREE_BUILD_ID_RE.fullmatch(build_id):
         raise VersionError(
             f"build id {build_id!r} must start and end with a letter or digit and contain only letters, "
             "digits, '.', '_' and '-'"
@@ -264,7 +264,7 @@ def _numbers(match: re.Match[str]) -> tuple[int, int, int]:
 def parse_tag(text: str) -> FlatcarVersion:
     """Parse a channel-prefixed tag name ``(main|alpha|beta|stable|lts)-MMMM.m.p[-BUILD_ID]``."""
     check_safe_string(text, "version tag")
-    match = _TAG_RE.match(text)
+    match = _TAG_RE.fullmatch(text)
     if not match:
         raise VersionError(
             f"version tag {text!r} must be <channel>-MMMM.m.p[-BUILD_ID] with channel one of "
@@ -281,7 +281,7 @@ def parse_tag(text: str) -> FlatcarVersion:
 def parse_version_number(text: str) -> FlatcarVersion:
     """Parse ``MMMM.m.p`` optionally followed by ``+BUILD_ID`` or ``-BUILD_ID`` (no channel)."""
     check_safe_string(text, "version number")
-    match = _NUMBER_FORM_RE.match(text)
+    match = _NUMBER_FORM_RE.fullmatch(text)
     if not match:
         raise VersionError(
             f"version number {text!r} must be MMMM.m.p (three dot-separated numbers without leading zeros), "

@@ -69,7 +69,7 @@ class NewerIndex(ValueError):
 
 def index_file_name(branch: str) -> str:
     """``<branch>.json`` with every ``/`` as ``,`` (``lts/3033`` -> ``lts,3033.json``)."""
-    if not isinstance(branch, str) or not _BRANCH.match(branch):
+    if not isinstance(branch, str) or not _BRANCH.fullmatch(branch):
         raise ValueError(
             f"branch {branch!r} must be a branch name: letters, digits, '.', '_', '/' and '-', "
             "starting with a letter or digit"

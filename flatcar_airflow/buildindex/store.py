@@ -189,7 +189,7 @@ def parse_listing(html: str) -> tuple[list[str], list[str]]:
             continue
         is_dir = href.endswith("/")
         name = unquote(href.removesuffix("/"))
-        if not _SEGMENT.match(name) or name in (".", ".."):
+        if not _SEGMENT.fullmatch(name) or name in (".", ".."):
             continue
         (directories if is_dir else files).append(name)
     return directories, files
