@@ -22,14 +22,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
+from airflow_servers import AirflowServers, airflow_env, free_port, log_tails, stop_group, wait_until
 from connections import CACHE_CONN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,42 +37,6 @@ ARCHES = ("amd64", "arm64")
 #: The workers: name → the queues it listens on.
 WORKERS = {"worker-amd64": "default,amd64", "worker-arm64": "arm64"}
 NOT_PER_ARCH = ("branch_lock", "version", "tag", "sdk_bootstrap", "sdk_container", "summary")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait(condition, timeout: float, what: str, logs=()) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{_tails(logs)}")
-        time.sleep(1)
-
-
-def _tails(logs, size: int = 2500) -> str:
-    out = []
-    for log in logs:
-        path = Path(log)
-        text = path.read_text(errors="replace")[-size:] if path.exists() else "(no log)"
-        out.append(f"--- {path.name} ---\n{text}")
-    return "\n".join(out)
-
-
-def _stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 30) -> None:
-    """``sig`` to the process group of ``proc`` (started in its own session), then SIGKILL after ``grace``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    # Whatever is left of the group (a worker's pool processes, say) goes too.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
 
 
 # -- PostgreSQL and Redis --------------------------------------------------------------------------------
@@ -101,7 +63,7 @@ def postgres():
     data = Path(tempfile.mkdtemp(prefix="flatcar-airflow-pg-"))
     if as_user:
         shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
+    port = free_port()
     pg_ctl = _pg_tool("pg_ctl")
     log = data / "server.log"
 
@@ -109,7 +71,7 @@ def postgres():
         proc = subprocess.run(
             cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, **as_user
         )
-        assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stdout}{proc.stderr}\n{_tails([log])}"
+        assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stdout}{proc.stderr}\n{log_tails([log])}"
 
     try:
         run(_pg_tool("initdb"), "-D", str(data / "db"), "-U", "airflow", "--auth=trust", "--no-sync")
@@ -141,7 +103,7 @@ def redis_broker(tmp_path):
     server = shutil.which("redis-server")
     if server is None:
         pytest.fail("redis-server is missing (apt-get install redis-server; scripts/run-tests.sh does it)")
-    port = _free_port()
+    port = free_port()
     workdir = tmp_path / "redis"
     workdir.mkdir()
     log = workdir / "redis.log"
@@ -162,66 +124,13 @@ def redis_broker(tmp_path):
         return False
 
     try:
-        _wait(answers, 30, "redis-server to answer", [log])
+        wait_until(answers, 30, "redis-server to answer", [log])
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        _stop_group(proc, grace=15)
+        stop_group(proc, grace=15)
 
 
 # -- Airflow ------------------------------------------------------------------------------------------------
-
-
-class Cluster:
-    """Airflow's components as separate processes, each in its own session, sharing one environment."""
-
-    def __init__(self, home: Path, env: dict[str, str]):
-        self.home, self.env = home, env
-        self.api = httpx.Client(base_url=f"{env['AIRFLOW__API__BASE_URL']}/api/v2", timeout=30)
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    @property
-    def logs(self) -> list[Path]:
-        return [self.home / f"{name}.log" for name in self.procs]
-
-    def cli(self, *args: str) -> str:
-        proc = subprocess.run(
-            [self._airflow(), *args], env=self.env, capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == 0, f"airflow {' '.join(args)}: {proc.stderr[-3000:]}"
-        return proc.stdout
-
-    def start(self, name: str, *args: str, **extra_env: str) -> None:
-        with (self.home / f"{name}.log").open("wb") as log:
-            self.procs[name] = subprocess.Popen(
-                [self._airflow(), *args],
-                env={**self.env, **extra_env},
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def stop(self) -> None:
-        for name in reversed(list(self.procs)):
-            # A Celery worker's SIGTERM is its warm shutdown; the others stop on it too.
-            _stop_group(self.procs[name])
-
-    def get(self, path: str):
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"airflow {name} exited ({proc.returncode})\n{_tails(self.logs)}")
-        try:
-            response = self.api.get(path)
-        except httpx.HTTPError:
-            return None
-        return response.json() if response.status_code == 200 else None
-
-    def wait(self, condition, timeout: float, what: str) -> None:
-        _wait(condition, timeout, what, self.logs)
-
-    @staticmethod
-    def _airflow() -> str:
-        return str(Path(sys.executable).parent / "airflow")
 
 
 @pytest.fixture
@@ -255,50 +164,32 @@ def celery_cluster(tmp_path, postgres, redis_broker, mini_origin, build_cache, s
             }
         )
     )
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
+    env = airflow_env(
+        home,
+        config,
         # The code under test is this tree's (the workers also import tests/worker_names.py).
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
-        "AIRFLOW_HOME": str(home),
-        "FLATCAR_AIRFLOW_CONFIG": str(config),
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{postgres}",
-        "AIRFLOW__CELERY__BROKER_URL": redis_broker,
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]),
+        AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://{postgres}",
+        AIRFLOW__CELERY__BROKER_URL=redis_broker,
         # SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3: name psycopg2.
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://{postgres}",
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
-        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "259200",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        AIRFLOW__CELERY__RESULT_BACKEND=f"db+postgresql+psycopg2://{postgres}",
+        AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
+        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="259200",
+        AIRFLOW__API__WORKERS="1",
         # The API server signs the workers' task tokens: one secret for every process.
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
-    }
-    env.pop("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", None)
+        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(64),
+    )
     env.pop("AIRFLOW__CORE__HOSTNAME_CALLABLE", None)
-    cluster = Cluster(home, env)
+    cluster = AirflowServers(home, env)
     cluster.roots = roots
-    cluster.cli("db", "migrate")
-    cluster.cli("pools", "set", "flatcar_build_steps", "2", "Flatcar build steps")
-    cluster.cli("pools", "set", "flatcar_tagging", "1", "Flatcar tagging")
+    cluster.migrate_and_create_pools()
     build_cache.clear()
     try:
-        cluster.start("api-server", "api-server")
-        cluster.wait(lambda: cluster.get("/monitor/health") is not None, 180, "the API server to answer")
-        cluster.start("scheduler", "scheduler")
-        cluster.start("dag-processor", "dag-processor")
+        cluster.start("api-server")
+        cluster.wait_healthy()
+        cluster.start("scheduler")
+        cluster.start("dag-processor")
         for name, queues in WORKERS.items():
             cluster.start(
                 name,
@@ -313,10 +204,12 @@ def celery_cluster(tmp_path, postgres, redis_broker, mini_origin, build_cache, s
                 "--pid",
                 str(home / f"{name}.pid"),
                 "--skip-serve-logs",
-                FLATCAR_TEST_WORKER=name,
-                AIRFLOW__CORE__HOSTNAME_CALLABLE="worker_names.hostname",
+                env={
+                    "FLATCAR_TEST_WORKER": name,
+                    "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_names.hostname",
+                },
             )
-        cluster.wait(lambda: cluster.get(f"/dags/{DAG_ID}") is not None, 180, f"{DAG_ID} to be parsed")
+        cluster.wait_for_dag(DAG_ID)
         yield cluster
     finally:
         cluster.stop()

@@ -7,104 +7,23 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 import yaml
+from airflow_servers import AirflowServers, airflow_env
 from connections import CACHE_CONN
 
-ROOT = Path(__file__).resolve().parent.parent
 DAG_ID = "flatcar_os_flatcar_4593"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Airflow(AirflowServers):
+    """``airflow standalone``: its components (and a triggerer) in one process tree."""
 
-
-class Airflow:
-    def __init__(self, home: Path, env: dict[str, str]):
-        self.home, self.env = home, env
-        self.port = int(env["AIRFLOW__API__PORT"])
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}/api/v2", timeout=30)
-        self.proc: subprocess.Popen | None = None
-
-    def cli(self, *args: str) -> str:
-        airflow = Path(sys.executable).parent / "airflow"
-        proc = subprocess.run(
-            [str(airflow), *args], env=self.env, capture_output=True, text=True, timeout=300
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return proc.stdout
-
-    def start(self) -> None:
-        airflow = Path(sys.executable).parent / "airflow"
-        log = open(self.home / "standalone.log", "wb")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [str(airflow), "standalone"],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.wait(lambda: self._get("/monitor/health") is not None, 180, "the API server to answer")
-        self.wait(lambda: self._get(f"/dags/{DAG_ID}") is not None, 180, f"{DAG_ID} to be parsed")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
-    def _get(self, path: str):
-        try:
-            response = self.api.get(path)
-        except httpx.HTTPError:
-            return None
-        return response.json() if response.status_code == 200 else None
-
-    def wait(self, condition, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"airflow standalone exited while waiting for {what}")
-            if time.monotonic() > deadline:
-                tail = (self.home / "standalone.log").read_text(errors="replace")[-3000:]
-                raise AssertionError(f"timed out waiting for {what}\n{tail}")
-            time.sleep(1)
-
-    def runs(self) -> list[dict]:
-        return self._get(f"/dags/{DAG_ID}/dagRuns?limit=100")["dag_runs"]
-
-    def wait_for_runs(self, count: int, timeout: float = 600) -> list[dict]:
-        def finished():
-            runs = self.runs()
-            return len(runs) >= count and all(run["state"] in ("success", "failed") for run in runs)
-
-        self.wait(finished, timeout, f"{count} finished runs")
-        return self.runs()
-
-    def task_instances(self, run_id: str) -> dict[str, dict]:
-        data = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
-        return {ti["task_id"]: ti for ti in data["task_instances"]}
-
-    def xcom(self, run_id: str, task_id: str) -> dict:
-        data = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value")
-        value = data["value"]
-        return json.loads(value) if isinstance(value, str) else value
+    def start_standalone(self) -> None:
+        self.start("standalone", stop_signal=signal.SIGINT)
+        self.wait_healthy()
+        self.wait_for_dag(DAG_ID)
 
 
 @pytest.fixture
@@ -130,32 +49,10 @@ def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
         config.write_text(yaml.safe_dump({**settings, **overrides}))
 
     write_config()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
-        "AIRFLOW_HOME": str(home),
-        "FLATCAR_AIRFLOW_CONFIG": str(config),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
-    }
-    env.pop("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION", None)
-    server = Airflow(home, env)
+    server = Airflow(home, airflow_env(home, config), DAG_ID)
     server.write_config = write_config
-    server.cli("db", "migrate")
-    server.cli("pools", "set", "flatcar_build_steps", "2", "Flatcar build steps")
-    server.cli("pools", "set", "flatcar_tagging", "1", "Flatcar tagging")
-    server.start()
+    server.migrate_and_create_pools()
+    server.start_standalone()
     yield server
     server.stop()
 
