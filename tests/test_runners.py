@@ -179,8 +179,17 @@ def test_runner_reports_failure_and_skip_build_and_still_cleans_up(bench):
 
 
 def test_runner_ticks_while_the_step_is_quiet(bench):
-    _, _, ticks = run(bench.make_runner(), bench.job(mode="slow"))
-    assert ticks >= 3
+    """Ticks come while the step prints nothing (its 3 s sleep), not only with output: counted between
+    the last line before the sleep and the first after it."""
+    events: list[str] = []
+    outcome = bench.make_runner().run(
+        bench.job(mode="slow"), lambda line: events.append(f"line:{line}"), lambda: events.append("tick")
+    )
+    assert outcome.rc == 0
+    before, after = events.index("line:stdin-closed"), events.index("line:probe done")
+    quiet = events[before + 1 : after]
+    assert all(event == "tick" for event in quiet), quiet
+    assert len(quiet) >= 2
 
 
 def _gone(pattern: str, within: float = 5.0) -> bool:
