@@ -35,6 +35,9 @@ def get_provider_info() -> dict:
                 "python-modules": ["flatcar_airflow.operators.step", "flatcar_airflow.operators.steps"],
             }
         ],
+        # The step tasks' extra links (links.py). Airflow 3 shows them from the URL each task stored,
+        # without importing the classes; listing them tells the providers manager they are ours.
+        "extra-links": ["flatcar_airflow.links.BuildCacheLink", "flatcar_airflow.links.VersionTagLink"],
         "integrations": [
             {
                 "integration-name": "Flatcar build cache",

@@ -191,6 +191,7 @@ def _build_dag(
         "env": dict(config.step_env),
         "heartbeat_interval": config.heartbeat_interval,
         "pool": config.pools.steps.name,
+        "web": config.web,
     }
     with dag:
         lock = BranchLockSensor(

@@ -13,6 +13,10 @@ composition, not a class per step and runner. For one task attempt it:
    ``./ci-cleanup.sh`` runs after the step whatever happens, and ``on_kill`` stops the whole tree;
 5. raises a skip when the step asked the build to stop (``./skip-build`` of packages_tag);
 6. checks that the outputs are in the cache and returns their artifact records (XCom).
+
+Every step task has two extra links (:mod:`flatcar_airflow.links`): "Build cache", the step's directory
+in the build cache over HTTPS, and "Version tag", the tag in the scripts repository's web view. Their URLs
+are stored right after step 1, so a failed step has them too.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from ..artifacts import ArtifactRef
+from ..config import Web
 from ..hooks.buildcache import BuildCacheHook, CacheEntry
+from ..links import BuildCacheLink, VersionTagLink, persist_step_links
 from ..runners import Job, Runner, RunnerError, job_key, make_runner, validate_runner_config
 from ..steps import STEPS, BuildContext, Step, tap_summary
 from ..versions import VersionError
@@ -57,9 +63,12 @@ class FlatcarStepOperator(BaseOperator):
     :param force: run even if the outputs exist and disable the scripts' nightly shortcuts
     :param heartbeat_interval: seconds of silence after which a heartbeat line is logged
     :param keep_workspace: keep the work tree after the step (debugging)
+    :param web: the configuration's ``web`` section, for the "Version tag" link (default: derived from an
+        https ``scripts_repo``)
     """
 
     template_fields = ("build", "arch", "options", "inputs", "env", "force", "scripts_repo")
+    operator_extra_links = (BuildCacheLink(), VersionTagLink())
     ui_color = "#e0f0ff"
     step_name: str = ""
 
@@ -80,6 +89,7 @@ class FlatcarStepOperator(BaseOperator):
         force: bool | str = False,
         heartbeat_interval: float = 60.0,
         keep_workspace: bool = False,
+        web: Web | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -99,6 +109,7 @@ class FlatcarStepOperator(BaseOperator):
         self.force = force
         self.heartbeat_interval = heartbeat_interval
         self.keep_workspace = keep_workspace
+        self.web = web or Web()
         self._runner: Runner | None = None
         self._started_at = ""
 
@@ -111,6 +122,7 @@ class FlatcarStepOperator(BaseOperator):
         force = str(self.force).lower() in ("true", "1", "yes") or bool(_mapping(self.build).get("force"))
         hook = BuildCacheHook(self.buildcache_conn_id)
         settings = hook.settings
+        self._persist_links(context, ctx, options, settings.http_url)
 
         inputs = spec.inputs(ctx, options) + _records(self.inputs)
         self._require(hook, inputs, "input")
@@ -196,6 +208,23 @@ class FlatcarStepOperator(BaseOperator):
             self._runner.kill()
 
     # -- helpers -------------------------------------------------------------------------------------
+    def _persist_links(self, context, ctx: BuildContext, options: Mapping, cache_url: str) -> None:
+        """Store the extra links' URLs (a link that cannot be made never fails the step)."""
+        try:
+            links = persist_step_links(
+                context,
+                step=self.step,
+                ctx=ctx,
+                options=options,
+                cache_base_url=cache_url,
+                web=self.web,
+                scripts_repo=self.scripts_repo,
+            )
+        except Exception as err:
+            self.log.warning("No extra links for %s: %s: %s", self.step, type(err).__name__, err)
+            return
+        self.log.info("Build cache: %s", links["cache"] or "(no link)")
+
     def _validated(self, spec: Step) -> tuple[BuildContext, dict]:
         try:
             ctx = BuildContext.from_build(self.build, self.arch or None)
