@@ -1,4 +1,5 @@
-"""The Airflow plugin: the Flatcar builds page (a FastAPI app and its navigation entry).
+"""The Airflow plugin: the Flatcar builds page (a FastAPI app and its navigation entry) and the template
+macros (``macros.flatcar``).
 
 Registered through the ``airflow.plugins`` entry point (pyproject.toml); ``plugins/flatcar_builds.py`` is
 the same plugin for deployments that use Airflow's plugins folder instead of installing the package's
@@ -12,12 +13,15 @@ from airflow.plugins_manager import AirflowPlugin
 
 from .buildspage import PREFIX, UI_ROUTE
 from .buildspage.app import app
+from .macros import MACROS
 
 
 class FlatcarPlugin(AirflowPlugin):
     """The builds page under ``/flatcar/`` and the "Flatcar builds" entry in the UI's Browse menu."""
 
     name = "flatcar"
+    #: ``{{ macros.flatcar.<name>(...) }}`` in templates (flatcar_airflow/macros.py; a light import).
+    macros = MACROS
     fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "Flatcar builds"}]
     external_views = [
         {
