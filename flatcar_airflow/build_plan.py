@@ -6,7 +6,8 @@ run's time), the ref and, for a backfill, the commit the branch had at the run's
 checked again here, before any side effect, with the same rules as everywhere else.
 ``tag_build`` creates or reuses the tag (the nightly shortcut skips the whole build). ``summarize`` writes
 the build manifest to the build cache next to the images, puts the build into its branch's builds index
-(:mod:`flatcar_airflow.buildindex`) and fails the run if a step failed.
+(:mod:`flatcar_airflow.buildindex`), decides whether the build is a failure or recovery notice
+(:mod:`flatcar_airflow.notifications`, when notices are configured) and fails the run if a step failed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .buildindex.store import update_index
 from .config import Config
 from .hooks.buildcache import BuildCacheHook
 from .nightly import run_time
+from .notifications import make_notice, previous_build
 from .scripts_repo import ScriptsRepo, check_ref_name
 from .steps import BuildContext
 from .tagging import BuildKind, CIIdentity, ShortcutCandidate, TagRequest, nightly_version, tag_version
@@ -223,6 +225,8 @@ def summarize(config: Config, context: Mapping[str, Any]) -> dict:
         if state in ("failed", "upstream_failed"):
             failed.append(task_id)
     manifest["state"] = "failed" if failed else ("skipped" if not build else "success")
+    run_type = plan.get("run_type") or str(getattr(dag_run.run_type, "value", dag_run.run_type))
+    previous = None
     versionfile = build.get("versionfile")
     if versionfile:
         hook = BuildCacheHook(config.buildcache_conn_id)
@@ -233,8 +237,17 @@ def summarize(config: Config, context: Mapping[str, Any]) -> dict:
             paths.append(image_file(built, arch, MANIFEST_NAME).path)
             written.append(hook.upload(paths[-1], data))
         manifest["manifest_urls"] = written
+        # Before the index update, which puts this build in: the branch's previous build (only when a
+        # recovery notice may be due; never raises).
+        previous = previous_build(config, hook, manifest, paths, run_type)
         # After the manifests: a failed index update only warns (docs/builds-index.md).
         manifest["builds_index"] = update_index(hook, json.loads(data), paths)
+    if config.notifications.smtp_conn_id:
+        roots = [task_id for task_id in failed if _state(states, task_id) == "failed"]
+        notice = make_notice(
+            config, manifest, roots, run_type, previous, dag_id=dag_run.dag_id, run_id=dag_run.run_id
+        )
+        ti.xcom_push(key="notice", value=notice)
     if failed:
         ti.xcom_push(key="return_value", value=manifest)
         raise AirflowFailException(f"build of {manifest['version']} failed in: {', '.join(failed)}")

@@ -259,7 +259,7 @@ def _build_dag(
                     )
                     image >> changes
                     steps.append(changes)
-        summary = _summary_task(config)()
+        summary = _summary_task(config, branch)()
         [lock, version, tag, *steps] >> summary
     return dag
 
@@ -284,8 +284,18 @@ def _tag_task(config: Config, kind: BuildKind):
     return tag
 
 
-def _summary_task(config: Config):
-    @task(task_id="summary", trigger_rule="all_done", retries=0)
+def _summary_task(config: Config, branch: str):
+    callbacks: dict[str, Any] = {}
+    if config.notifications.smtp_conn_id:
+        # Failure and recovery mails (docs/notifications.md): the summary decides, its callbacks send.
+        from .notifications import BuildNotifier
+
+        callbacks = {
+            "on_success_callback": BuildNotifier(config, branch, failed=False),
+            "on_failure_callback": BuildNotifier(config, branch, failed=True),
+        }
+
+    @task(task_id="summary", trigger_rule="all_done", retries=0, **callbacks)
     def summary(**context) -> dict:
         from .build_plan import summarize
 
