@@ -9,6 +9,8 @@ imports only the app's routes; what they need to answer a request is imported wh
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from airflow.plugins_manager import AirflowPlugin
 
 from .buildspage import PREFIX, UI_ROUTE
@@ -22,8 +24,10 @@ class FlatcarPlugin(AirflowPlugin):
     name = "flatcar"
     #: ``{{ macros.flatcar.<name>(...) }}`` in templates (flatcar_airflow/macros.py; a light import).
     macros = MACROS
-    fastapi_apps = [{"app": app, "url_prefix": PREFIX, "name": "Flatcar builds"}]
-    external_views = [
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {"app": app, "url_prefix": PREFIX, "name": "Flatcar builds"}
+    ]
+    external_views: ClassVar[list[dict[str, Any]]] = [
         {
             "name": "Flatcar builds",
             "href": f"{PREFIX}/",
