@@ -38,6 +38,7 @@ __all__ = [
     "Runner",
     "RunnerError",
     "job_key",
+    "mask_job_secrets",
     "render_job_env",
     "wrapper_script",
 ]
@@ -117,6 +118,36 @@ class JobOutcome:
             images=listing,
             tap=dict(tap),
         )
+
+
+#: Job files that hold secrets (the build cache key, the signing key); ``ssl/`` holds public CAs.
+SECRET_FILE_DIRS = ("ssh/", "secrets/")
+#: Shorter lines of a secret are not masked on their own (a key's last line may be a few bytes).
+_MASK_MIN = 16
+
+
+def mask_job_secrets(job: Job) -> None:
+    """Mask every secret a job carries in this process's logs, as a whole and line by line.
+
+    A step that prints a secret file (``cat "$SIGNING_KEY"``) logs it one line at a time: Airflow masks a
+    connection's password or a sensitive extra as a whole value only, so no line of it would match. Every
+    runner calls this before it starts the job.
+    """
+    from airflow.sdk.log import mask_secret
+
+    texts = [str(value) for value in job.secret_env.values()]
+    texts += [
+        content.decode("utf-8", "replace")
+        for name, content in job.files.items()
+        if name.startswith(SECRET_FILE_DIRS)
+    ]
+    for text in texts:
+        if text.strip():
+            mask_secret(text)
+        for line in text.splitlines():
+            line = line.strip()
+            if len(line) >= _MASK_MIN and not line.startswith("-----"):
+                mask_secret(line)
 
 
 def render_job_env(job: Job, *, mirror: str, workspace: str) -> str:

@@ -26,7 +26,7 @@ from docker.errors import APIError, DockerException, NotFound
 
 import docker
 
-from .base import Job, JobOutcome, Runner, RunnerError, render_job_env, wrapper_script
+from .base import Job, JobOutcome, Runner, RunnerError, mask_job_secrets, render_job_env, wrapper_script
 from .local import DEFAULT_ROOT, host_paths
 
 __all__ = ["DockerRunner"]
@@ -70,6 +70,7 @@ class DockerRunner(Runner):
             raise RunnerError(f"cannot reach the Docker host: {err}") from None
 
     def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+        mask_job_secrets(job)
         client = self._client()
         mirror, workspace, _ = host_paths(self.root, job)
         job_dir = f"{_JOB_ROOT}/{job.attempt}"

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import Job, JobOutcome, Runner, RunnerError, render_job_env, wrapper_script
+from .base import Job, JobOutcome, Runner, RunnerError, mask_job_secrets, render_job_env, wrapper_script
 
 __all__ = ["LocalRunner", "host_paths"]
 
@@ -60,6 +60,7 @@ class LocalRunner(Runner):
         return f"local ({self.root})"
 
     def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+        mask_job_secrets(job)
         mirror, workspace, job_dir_name = host_paths(self.root, job)
         job_dir = Path(job_dir_name)
         if job_dir.exists():

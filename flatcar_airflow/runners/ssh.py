@@ -19,7 +19,7 @@ from typing import Any
 
 import paramiko
 
-from .base import Job, JobOutcome, Runner, RunnerError, render_job_env, wrapper_script
+from .base import Job, JobOutcome, Runner, RunnerError, mask_job_secrets, render_job_env, wrapper_script
 from .local import DEFAULT_ROOT, host_paths
 
 __all__ = ["SSHRunner"]
@@ -85,6 +85,7 @@ class SSHRunner(Runner):
 
     # -- the job -------------------------------------------------------------------------------------
     def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+        mask_job_secrets(job)
         mirror, workspace, job_dir = host_paths(self.root, job)
         try:
             self._prepare(job, job_dir, mirror, workspace)
