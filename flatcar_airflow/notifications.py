@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseNotifier
 
+from .buildspage import PREFIX as BUILDS_PAGE_PREFIX  # the package's constants only, not its app
+
 if TYPE_CHECKING:
     from .config import Config, Notifications
     from .hooks.buildcache import BuildCacheHook
@@ -37,8 +39,6 @@ __all__ = ["BuildNotifier", "build_page_url", "make_notice", "previous_build", "
 
 log = logging.getLogger(__name__)
 
-#: Where the builds page is mounted (flatcar_airflow.buildspage.PREFIX; not imported: it pulls the app in).
-BUILDS_PAGE_PREFIX = "/flatcar"
 DEFAULT_AIRFLOW_URL = "http://localhost:8080"
 
 

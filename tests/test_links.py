@@ -52,6 +52,13 @@ def test_every_step_operator_has_the_links():
     ]
 
 
+def test_the_provider_lists_the_link_classes():
+    from airflow.providers_manager import ProvidersManager
+
+    names = ProvidersManager().extra_links_class_names
+    assert {"flatcar_airflow.links.BuildCacheLink", "flatcar_airflow.links.VersionTagLink"} <= set(names)
+
+
 @pytest.fixture
 def cache(build_cache):
     build_cache.clear()
