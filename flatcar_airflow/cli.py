@@ -11,11 +11,12 @@ import argparse
 import datetime as dt
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from .nightly import branch_nightly, main_nightly
-from .scripts_repo import GitError, ScriptsRepo
+from .scripts_repo import SUBMODULE_PATHS, GitError, ScriptsRepo, check_ref_name
 from .tagging import BuildKind, CIIdentity, TaggingError, TagRequest, nightly_version, tag_version
 from .versions import VersionError, parse_any, parse_tag
 
@@ -171,20 +172,49 @@ def _run(args: argparse.Namespace) -> dict:
             return {"version": main_nightly(args.at, intermediate=args.intermediate).to_dict()}
         if args.intermediate:
             raise VersionError("INTERMEDIATE nightlies exist for main only")
-        return {"version": branch_nightly(args.version_id, args.at).to_dict()}
+        return {"version": _checked("--version-id", branch_nightly, args.version_id, args.at).to_dict()}
     return _tag(args)
 
 
-def _tag(args: argparse.Namespace) -> dict:
+def _checked(option: str, check, *args, **kwargs):
+    """``check(*args, **kwargs)``; its ValueError (a VersionError too) names the option it came from."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as err:
+        raise type(err)(f"{option}: {err}") from None
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse a bad argument before anything happens (exit status 2: nothing was done).
+
+    Everything after this reaches the origin or the cache: the nightly of an OS build and ``--as-of``
+    run ``git ls-remote`` and fetch, and the cache's lock creates the cache directory. TagRequest checks
+    the same again, but only once the nightly version is known, which is too late.
+    """
     if args.nightly and args.at is None:
         raise VersionError("--nightly needs --at, the run's time (versions never come from the wall clock)")
     if args.as_of and args.commit:
         raise VersionError("--as-of and --commit both choose the commit; give one")
+    check_ref_name(args.ref, "--ref")
+    if args.commit is not None and not re.fullmatch(r"[0-9a-f]{40}", args.commit):
+        raise ValueError(f"--commit {args.commit!r} must be a full 40-character lower-case commit id")
+    for name, ref in args.submodule_ref:
+        if name not in SUBMODULE_PATHS:
+            raise ValueError(
+                f"--submodule-ref: unknown submodule {name!r}; known: {', '.join(SUBMODULE_PATHS)}"
+            )
+        check_ref_name(ref, f"--submodule-ref {name}")
+    _checked("--author", CIIdentity, args.author, CIIdentity.email)
+    _checked("--email", CIIdentity, CIIdentity.name, args.email)
+
+
+def _tag(args: argparse.Namespace) -> dict:
+    _check_arguments(args)
     kind = BuildKind(args.kind)
     identity = CIIdentity(args.author, args.email)
-    version = parse_tag(args.version) if args.version else None
+    version = _checked("--version", parse_tag, args.version) if args.version else None
     submodule_refs = dict(args.submodule_ref)
-    repo = ScriptsRepo(args.repo, cache_dir=args.cache_dir)
+    repo = _checked("--repo", ScriptsRepo, args.repo, cache_dir=args.cache_dir)
     commit = args.commit
     if args.as_of:
         commit = repo.commit_at(args.ref, args.as_of)
