@@ -370,12 +370,11 @@ def test_dropped_ssh_connection_fails_the_attempt_cleanly_and_the_retry_succeeds
         while not list(root.glob("jobs/*/1/pid")) and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(1)
-        sessions = subprocess.run(
-            ["pgrep", "-f", "sshd: root"], capture_output=True, text=True
-        ).stdout.split()
+        # This session's build host sshd's connections only (never every "sshd: root" of the machine).
+        sessions = build_cache.build_host.ssh_session_pids()
         cut.extend(sessions)
         for pid in sessions:
-            os.kill(int(pid), signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
 
     cut: list[int] = []
     cutter = threading.Thread(target=cut_the_network)

@@ -15,7 +15,8 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -124,9 +125,13 @@ class Bench:
     marks: Path
     make_runner: object
 
-    def job(self, *args, mode="ok", attempt=1, key="probe-job", **env) -> Job:
+    #: The job key: unique to the test, so the docker runner's "stop an earlier attempt of this job"
+    #: and the checks for leftovers never touch another session's jobs or containers.
+    key: str = field(default_factory=lambda: f"probe-job-{uuid.uuid4().hex[:12]}")
+
+    def job(self, *args, mode="ok", attempt=1, key=None, **env) -> Job:
         return Job(
-            key=key,
+            key=key or self.key,
             attempt=attempt,
             origin=self.origin,
             ref="main-4799.0.0-probe",
@@ -166,7 +171,7 @@ def test_runner_runs_the_step_as_the_scripts_expect(bench, probe_origin):
     assert "not ok 2 - cl.network" in outcome.tap["results-qemu.tap"]
     # work tree and job directory are gone; the mirror stays for the next step
     assert list((bench.root / "workspaces").iterdir()) == []
-    assert not (bench.root / "jobs" / "probe-job" / "1").exists()
+    assert not (bench.root / "jobs" / bench.key / "1").exists()
     assert len(list((bench.root / "mirrors").glob("*.git"))) == 1
 
 
@@ -193,13 +198,36 @@ def test_runner_ticks_while_the_step_is_quiet(bench):
 
 
 def _gone(pattern: str, within: float = 5.0) -> bool:
-    """No process matches ``pattern`` (within a few seconds: stopped processes take a moment to exit)."""
+    """No process matches ``pattern`` (within a few seconds: stopped processes take a moment to exit).
+
+    Only for patterns unique to the test (its own root directory), never a machine-wide name.
+    """
     deadline = time.monotonic() + within
     while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.2)
     return True
+
+
+def _pid_gone(pid: int, command: str, within: float = 5.0) -> bool:
+    """The process ``pid`` that ran ``command`` has exited (a reused pid running something else is gone)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return True
+        if command not in cmdline:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
+def _hanging_pid(lines: list[str]) -> int:
+    """The pid of the child ``sleep 600`` the probe started (it prints ``hanging <pid>``)."""
+    return int(next(line.split()[1] for line in lines if line.startswith("hanging ")))
 
 
 def _container_exists(name: str) -> bool:
@@ -236,8 +264,9 @@ def test_killing_a_step_stops_processes_and_containers_and_runs_cleanup(bench, p
     assert bench.marks.read_text() == "cleanup-ran\n"
     assert not _container_exists(name)
     assert _gone(str(bench.root))
-    assert _gone("sleep 600")
-    assert not _runner_containers()
+    if bench.kind != "docker":  # in the runner container the pid is the container's; it is gone with it
+        assert _pid_gone(_hanging_pid(result["lines"]), "sleep 600")
+    assert not _runner_containers(job.key)
 
 
 def test_a_new_attempt_stops_the_earlier_one_still_running(bench, probe_image):
@@ -258,7 +287,7 @@ def test_a_new_attempt_stops_the_earlier_one_still_running(bench, probe_image):
     thread.join(timeout=60)
     assert not _container_exists(name)
     assert bench.marks.read_text().count("cleanup-ran") == 2
-    assert not _runner_containers()
+    assert not _runner_containers(bench.key)
 
 
 def _swallow(function, *args):
@@ -267,9 +296,10 @@ def _swallow(function, *args):
         function(*args)
 
 
-def _runner_containers() -> list[str]:
+def _runner_containers(key: str) -> list[str]:
+    """Runner containers of this test's job (other sessions' runner containers are theirs)."""
     out = subprocess.run(
-        ["docker", "ps", "-a", "--filter", "label=io.flatcar-airflow.job", "--format", "{{.Names}}"],
+        ["docker", "ps", "-a", "--filter", f"label=io.flatcar-airflow.job={key}", "--format", "{{.Names}}"],
         capture_output=True,
         text=True,
         check=True,
@@ -291,7 +321,7 @@ def test_ssh_step_survives_a_dropped_connection(probe_origin, build_cache, tmp_p
     )
     thread.start()
     deadline = time.monotonic() + 60
-    while not (bench.root / "jobs" / "probe-job" / "1" / "pid").exists() and time.monotonic() < deadline:
+    while not (bench.root / "jobs" / bench.key / "1" / "pid").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1)
     for pid in build_cache.build_host.ssh_session_pids():
