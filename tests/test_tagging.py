@@ -233,8 +233,11 @@ def test_two_concurrent_taggers_end_with_one_tag_and_one_loser(origins, tmp_path
     assert origins.tag_commit(MAIN_NIGHTLY) == results[0].commit == origins.head("main")
 
 
-def _tag_nightly_then_next_night(origins, repo_for, outputs_exist, force=False, seen=None):
+def _tag_nightly_then_next_night(origins, repo_for, outputs_exist, force=False, seen=None, heads=None):
+    """Tag yesterday's nightly, then ask for tonight's; ``heads`` gets main's head between the two."""
     tag_version(repo_for(origins), full_request())  # yesterday's nightly, main now at its commit
+    if heads is not None:
+        heads.append(origins.head("main"))
     next_night = main_nightly(NIGHT + dt.timedelta(days=1))
 
     def check(candidate):
@@ -249,10 +252,9 @@ def _tag_nightly_then_next_night(origins, repo_for, outputs_exist, force=False, 
 
 
 def test_nightly_shortcut_skips_when_unchanged_and_outputs_exist(origins, repo_for):
-    seen = []
-    head_before = None
-    next_night, result = _tag_nightly_then_next_night(origins, repo_for, True, seen=seen)
-    head_before = origins.head("main")
+    seen, heads = [], []
+    next_night, result = _tag_nightly_then_next_night(origins, repo_for, True, seen=seen, heads=heads)
+    head_before = heads[0]  # read before tonight's call, which must leave main where it was
     assert result.action == "skipped"
     assert result.tag == MAIN_NIGHTLY
     assert next_night.tag not in origins.tags()
