@@ -174,9 +174,16 @@ _URL_FIELDS = {
 def _web_base(repo: str) -> str | None:
     """The web view of an https scripts repository (``https://github.com/flatcar/scripts.git`` ->
     ``https://github.com/flatcar/scripts``); None for ssh, file and local repositories."""
+    from urllib.parse import urlsplit, urlunsplit
+
     if not repo.startswith("https://"):
         return None
-    return repo.removesuffix("/").removesuffix(".git")
+    parts = urlsplit(repo)
+    # A token in the URL (https://user:token@host/...) never reaches a link: only the host and the path.
+    public = urlunsplit(
+        ("https", parts.hostname + (f":{parts.port}" if parts.port else ""), parts.path, "", "")
+    )
+    return public.removesuffix("/").removesuffix(".git")
 
 
 class Web(_Model):

@@ -259,3 +259,20 @@ def test_badge_says_the_newest_builds_state(page_env):
     assert response.status_code == 200 and response.headers["content-type"].startswith("image/svg+xml")
     assert "passing 4593.2.0+nightly-20261104-2100" in response.text
     assert "no builds" in _get(page_env, "/flatcar/badge/nothing-here.svg").text
+
+
+def test_links_to_the_scripts_repository_carry_no_credentials():
+    from flatcar_airflow.config import parse_config
+
+    config = parse_config("scripts_repo: https://x-access-token:ghp_s3cret@github.com/flatcar/scripts.git\n")
+    link = config.web.link("compare_url", config.scripts_repo, old="a" * 40, new="b/c")
+    assert link == f"https://github.com/flatcar/scripts/compare/{'a' * 40}...b%2Fc"
+    ssh = parse_config("scripts_repo: git@github.com:flatcar/scripts.git\n")
+    assert ssh.web.link("commit_url", ssh.scripts_repo, commit="abc") is None
+    custom = parse_config(
+        "scripts_repo: /srv/scripts.git\nweb: {commit_url: 'https://git.example/c/{commit}', tag_url: ''}\n"
+    )
+    assert custom.web.link("commit_url", custom.scripts_repo, commit="abc") == "https://git.example/c/abc"
+    assert custom.web.link("tag_url", custom.scripts_repo, tag="t") is None
+    with pytest.raises(ValueError, match="uses nope"):
+        parse_config("scripts_repo: /srv/s.git\nweb: {commit_url: 'https://x/{nope}'}\n")
