@@ -3,10 +3,11 @@
 INPUTS:  a scripts repo origin, the ref to build (branch, tag or commit; optionally the exact commit of a
          backfill), the version tag to create, the build kind (full: SDK and OS share the version;
          os: the branch's SDK is kept), and for nightlies a check whether a previous build's outputs exist.
-OUTPUTS: a tag ``<version>`` on the origin pointing at a commit "New version: <version>" (signed off by the CI
-         identity) whose tree is the ref's tree with version.txt rewritten (and, in the seed era's layout,
-         both submodules repointed at their matching version tags); for a nightly built on the branch head,
-         the branch advanced to that commit in the same atomic push. A :class:`TagResult` says what happened.
+OUTPUTS: a tag ``<version>`` on the origin pointing at a commit "New version: <version>" (signed off by
+         the CI identity when the commit's own scripts sign theirs off: :func:`scripts_sign_off`) whose
+         tree is the ref's tree with version.txt rewritten (and, in the seed era's layout, both submodules
+         repointed at their matching version tags); for a nightly built on the branch head, the branch
+         advanced to that commit in the same atomic push. A :class:`TagResult` says what happened.
 
 What it keeps from the scripts (``ci-automation/ci_automation_common.sh``, ``sdk_bootstrap.sh``,
 ``packages-tag.sh``): the version.txt content, the commit message, the tree, "reuse an existing tag whose
@@ -43,12 +44,46 @@ __all__ = [
     "TagResult",
     "TaggingError",
     "nightly_version",
+    "scripts_sign_off",
     "tag_version",
 ]
 
 log = logging.getLogger(__name__)
 
 _NIGHTLY_TAG = re.compile(r"-nightly-[0-9]{8}-[0-9]{4}\Z")
+#: Where the scripts define ``update_and_push_version``, whose ``git commit`` writes the version commit.
+COMMON_SCRIPT = "ci-automation/ci_automation_common.sh"
+_FUNCTION_START = re.compile(
+    r"(?m)^[ \t]*(?:function[ \t]+)?update_and_push_version[ \t]*(?:\([ \t]*\))?[ \t]*\{"
+)
+_FUNCTION_END = re.compile(r"(?m)^\}")
+
+
+def scripts_sign_off(repo: ScriptsRepo, commit: str) -> bool:
+    """Whether the scripts at ``commit`` sign off their "New version" commit (``git commit --signoff``).
+
+    The version commit is to be byte-identical to the one the repository's own era writes, and the eras
+    differ: ``update_and_push_version`` commits with ``--signoff`` since July 2025 (flatcar/scripts#3123,
+    first in alpha-4426.0.0) and without it before: the seed era (flatcar-3374 and before, the submodule
+    layout, which ended in April 2023) and the in-tree years after it. So a submodule-layout commit never
+    signs off, and an in-tree commit answers from its own ``update_and_push_version``; one without that
+    function (a repository of its own, a test origin) gets today's form.
+    """
+    if repo.layout(commit) is Layout.SUBMODULES:
+        return False
+    try:
+        text = repo.read_file(commit, COMMON_SCRIPT).decode("utf-8", "replace")
+    except GitError:
+        return True
+    start = _FUNCTION_START.search(text)
+    if start is None:
+        return True
+    end = _FUNCTION_END.search(text, start.end())
+    for line in text[start.end() : end.start() if end else len(text)].splitlines():
+        words = line.split("#", 1)[0].split()
+        if words[:2] == ["git", "commit"]:
+            return "--signoff" in words or "-s" in words
+    return True
 
 
 class BuildKind(StrEnum):
@@ -190,7 +225,9 @@ class _Tagging:
         versionfile = self._versionfile(branch_versionfile)
         layout = self.repo.layout(base)
         gitlinks = self._submodule_pins(base) if layout is Layout.SUBMODULES else {}
-        message = f"New version: {self.tag}\n\n{request.identity.signoff}\n"
+        message = f"New version: {self.tag}\n"
+        if scripts_sign_off(self.repo, base):
+            message += f"\n{request.identity.signoff}\n"
         tree, commit = self.repo.make_commit(
             base,
             {VERSIONFILE_PATH: versionfile.render().encode()},

@@ -150,3 +150,81 @@ def test_seed_era_submodule_layout_same_tree_and_reuse(seed_origins, tmp_path):
     )
     assert again.returncode == 0, again.stderr
     assert "Reusing existing tag" in again.stderr
+
+
+#: One version commit time for both taggers: the commits can then be compared byte for byte.
+_COMMIT_DATE = "1787000000 +0000"
+#: A stand-in for an era's ci_automation_common.sh: only the line that differs between the eras.
+_ERA_FUNCTION = (
+    'function update_and_push_version() {{\n    git commit {options}-m "New version: ${{version}}"\n}}\n'
+)
+
+
+def _commit_object(origin: Path, tag: str) -> str:
+    """The raw commit object (every byte, the final newline too)."""
+    return subprocess.run(
+        ["git", "cat-file", "commit", f"refs/tags/{tag}^{{commit}}"],
+        cwd=origin,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+@pytest.mark.parametrize(
+    ("era", "options", "signed_off"),
+    [
+        ("today", "--signoff --allow-empty ", True),  # flatcar/scripts since July 2025
+        ("between", "--allow-empty ", False),  # in-tree, before the scripts signed off
+        ("short-option", "-s --allow-empty ", True),  # the week it was spelled -s
+    ],
+)
+def test_the_version_commit_is_byte_identical_to_the_scripts_own_in_tree(
+    origins, tmp_path, monkeypatch, era, options, signed_off
+):
+    """Same tree was not enough: the commit (message, sign-off or not, identity) is the one the commit's
+    own scripts write; only the commit time is fixed for both, to compare bytes."""
+    monkeypatch.setenv("GIT_AUTHOR_DATE", _COMMIT_DATE)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", _COMMIT_DATE)
+    origins.push_change(
+        "main", "ci-automation/ci_automation_common.sh", _ERA_FUNCTION.format(options=options)
+    )
+    version = "main-4799.0.1-my-feature"
+    theirs_origin = copy_origin(origins, tmp_path)
+    command = f'create_versionfile "4799.0.1-my-feature"; update_and_push_version "{version}"'
+    monkeypatch.setenv("SCRIPTS_SIGNOFF", "1" if signed_off else "0")
+    proc = scripts(clone(theirs_origin, tmp_path / "theirs", "main"), command)
+    assert proc.returncode == 0, proc.stderr
+
+    result = ours(origins, tmp_path, version, "main", BuildKind.FULL)
+
+    mine, theirs = _commit_object(origins.scripts, version), _commit_object(theirs_origin, version)
+    assert mine == theirs
+    assert ("Signed-off-by: flatcar-ci <infra+ci@flatcar-linux.org>" in mine) == signed_off
+    assert result.commit == git("rev-parse", f"refs/tags/{version}^{{commit}}", cwd=theirs_origin)
+
+
+def test_the_seed_era_version_commit_is_byte_identical_and_not_signed_off(
+    seed_origins, tmp_path, monkeypatch
+):
+    """The seed era's update_and_push_version (flatcar-3374 and before) commits without --signoff."""
+    monkeypatch.setenv("GIT_AUTHOR_DATE", _COMMIT_DATE)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", _COMMIT_DATE)
+    version = "alpha-3066.0.0"
+    tag_submodules(seed_origins, version)
+    theirs_origin = copy_origin(seed_origins, tmp_path)
+    command = (
+        f'update_submodule coreos-overlay "{version}"; update_submodule portage-stable "{version}"; '
+        "source sdk_container/.repo/manifests/version.txt; "
+        f'create_versionfile "$FLATCAR_SDK_VERSION" "{version}"; '
+        f'update_and_push_version "{version}"'
+    )
+    proc = scripts(clone(theirs_origin, tmp_path / "theirs", "main", submodules=True), command, era="seed")
+    assert proc.returncode == 0, proc.stderr
+
+    result = ours(seed_origins, tmp_path, version, "main", BuildKind.OS)
+
+    mine = _commit_object(seed_origins.scripts, version)
+    assert mine == _commit_object(theirs_origin, version)
+    assert mine.endswith(f"\n\nNew version: {version}\n") and "Signed-off-by" not in mine
+    assert result.layout == "submodules"

@@ -4,7 +4,9 @@
 # tests can check that flatcar-airflow tags the same tree and that the scripts then reuse our tag.
 #
 # Source it from the root of a scripts checkout. SCRIPTS_ERA=seed adds the seed era's submodule pins
-# (coreos-overlay and portage-stable under sdk_container/src/third_party/) to the version commit.
+# (coreos-overlay and portage-stable under sdk_container/src/third_party/) to the version commit and
+# commits without a sign-off, as the seed era did; SCRIPTS_SIGNOFF=0 leaves out the sign-off in today's
+# layout too (the years between the seed era and July 2025, when the scripts started to sign off).
 
 : "${CI_GIT_AUTHOR:=flatcar-ci}"
 : "${CI_GIT_EMAIL:=infra+ci@flatcar-linux.org}"
@@ -53,7 +55,11 @@ update_and_push_version() {
         git add sdk_container/src/third_party/coreos-overlay sdk_container/src/third_party/portage-stable
     fi
     git add "$VERSIONFILE"
-    git commit --quiet --signoff --allow-empty -m "New version: ${version}"
+    local -a signoff=(--signoff)
+    if [[ ${SCRIPTS_ERA:-} == seed || ${SCRIPTS_SIGNOFF:-1} == 0 ]]; then
+        signoff=()
+    fi
+    git commit --quiet "${signoff[@]}" --allow-empty -m "New version: ${version}"
     git fetch --quiet --all --tags --force
     git diff --quiet --exit-code "$version" 2>/dev/null || rc=$?
     case $rc in
