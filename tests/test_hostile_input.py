@@ -238,11 +238,16 @@ def _tag_argv(argv: list[str], origin: str, cache_dir: Path) -> list[str]:
     return [argv[0], *extra, *argv[1:]]
 
 
+CLI_CACHE_CONN = "flatcar_hostile_cache"
+
+
 @pytest.fixture
-def cli_world(mini_origin, tmp_path, git_shim):
-    """What a ``flatcar-airflow`` subprocess may touch, and how to run one with the git shim."""
+def cli_world(mini_origin, build_cache, tmp_path, git_shim):
+    """What a ``flatcar-airflow`` subprocess may touch, and how to run one with the git shim (and a
+    connection to the build cache, so a command that let a value through could write there)."""
     world = {
         "origin": mini_origin,
+        "build_cache": build_cache,
         "cache": tmp_path / "tag-cache",
         "env_cache": tmp_path / "env-cache",
         "git_log": tmp_path / "git.log",
@@ -254,6 +259,7 @@ def cli_world(mini_origin, tmp_path, git_shim):
             "PATH": f"{git_shim}{os.pathsep}{os.environ.get('PATH', os.defpath)}",
             "FLATCAR_TEST_GIT_LOG": str(world["git_log"]),
             "FLATCAR_AIRFLOW_CACHE": str(world["env_cache"]),
+            f"AIRFLOW_CONN_{CLI_CACHE_CONN.upper()}": json.dumps(cache_connection(build_cache)),
         }
         return subprocess.run(
             [EXE, *argv], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path
@@ -266,7 +272,8 @@ def cli_world(mini_origin, tmp_path, git_shim):
 def _cli_argv(case: dict, world: dict) -> list[str]:
     value = _expand(case["value"])
     argv = case.get("argv") or ["tag", f"--{case['field'].replace('_', '-')}={{value}}"]
-    argv = [arg.replace("{value}", value).replace("{origin}", world["origin"].url) for arg in argv]
+    fill = {"{value}": value, "{origin}": world["origin"].url, "{cache_conn}": CLI_CACHE_CONN}
+    argv = [re.sub(r"\{value\}|\{origin\}|\{cache_conn\}", lambda m: fill[m[0]], arg) for arg in argv]
     if argv[0] == "tag":
         argv = _tag_argv(argv, world["origin"].url, world["cache"])
     return argv
@@ -275,8 +282,9 @@ def _cli_argv(case: dict, world: dict) -> list[str]:
 @pytest.mark.parametrize(("case", "channel"), _cases("cli"))
 def test_the_command_refuses(case, channel, cli_world):
     """Exit status 2 (invalid input: nothing was done), the message names the option, and indeed nothing
-    was done: no git command, no cache directory, the origin's refs as they were, no canary."""
-    refs = _refs(cli_world["origin"])
+    was done: no git command, no tagging cache directory, the origin's refs and the build cache as they
+    were, no canary."""
+    refs, cache = _refs(cli_world["origin"]), _tree(cli_world["build_cache"].root)
     proc = cli_world["run"](_cli_argv(case, cli_world))
     message = proc.stderr
     if proc.stdout.strip():
@@ -288,6 +296,7 @@ def test_the_command_refuses(case, channel, cli_world):
     assert _git_commands(cli_world["git_log"]) == []
     assert not cli_world["cache"].exists() and not cli_world["env_cache"].exists()
     assert _refs(cli_world["origin"]) == refs
+    assert _tree(cli_world["build_cache"].root) == cache
     assert _canaries() == []
 
 
