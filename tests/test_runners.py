@@ -23,7 +23,7 @@ import pytest
 from connections import host_connection
 from gitrepos import commit_file, git, make_origins
 
-from flatcar_airflow.runners.base import Job
+from flatcar_airflow.runners.base import Job, RunnerError
 from flatcar_airflow.runners.local import LocalRunner
 
 PROBE = r"""# >>> This file is supposed to be SOURCED from the repository ROOT. <<<
@@ -47,6 +47,12 @@ function probe() {
         hang)
             echo "docker rm -f probe-${PROBE_ID}" >> ci-cleanup.sh
             docker run -d --name "probe-${PROBE_ID}" --network none "${PROBE_IMAGE}" sleep 600 >/dev/null
+            sleep 600 &
+            echo "hanging $!"
+            wait ;;
+        stubborn)
+            # Ignores SIGTERM (and so does its child): only the SIGKILL after the stop grace ends it.
+            trap '' TERM
             sleep 600 &
             echo "hanging $!"
             wait ;;
@@ -267,6 +273,83 @@ def test_killing_a_step_stops_processes_and_containers_and_runs_cleanup(bench, p
     if bench.kind != "docker":  # in the runner container the pid is the container's; it is gone with it
         assert _pid_gone(_hanging_pid(result["lines"]), "sleep 600")
     assert not _runner_containers(job.key)
+
+
+def test_a_step_that_ignores_sigterm_is_killed_after_the_grace_and_cleaned_up(bench):
+    """The SIGKILL path: the wrapper cannot finish (the step ignores SIGTERM), so after the stop grace
+    the runner kills the whole tree, and the runner's own fallback runs the cleanup the wrapper could not:
+    ci-cleanup.sh ran, the work tree and job directory are gone, nothing of the step is left."""
+    runner = bench.make_runner()
+    runner.stop_grace = 3
+    job = bench.job(mode="stubborn")
+    lines: list[str] = []
+    errors: list[Exception] = []
+
+    def run_it() -> None:
+        try:
+            runner.run(job, lines.append, lambda: None)
+        except RunnerError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run_it)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not any(line.startswith("hanging ") for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert any(line.startswith("hanging ") for line in lines), lines
+    started = time.monotonic()
+
+    runner.kill()
+    thread.join(timeout=90)
+
+    assert not thread.is_alive(), "the runner still follows a step killed hard"
+    assert time.monotonic() - started >= runner.stop_grace  # SIGTERM alone did not end it
+    assert errors and "without a result" in str(errors[0]), (errors, lines[-5:])
+    assert bench.marks.read_text() == "cleanup-ran\n"
+    if bench.kind != "docker":
+        assert _pid_gone(_hanging_pid(lines), "sleep 600")
+    assert _gone(str(bench.root))
+    assert list((bench.root / "workspaces").iterdir()) == []
+    assert not (bench.root / "jobs" / bench.key / "1").exists()
+    assert not _runner_containers(bench.key)
+
+
+def test_a_wrapper_killed_hard_gets_its_cleanup_from_the_runner(bench, probe_image):
+    """The hard-kill fallback: the wrapper's process (group, or container) dies by SIGKILL mid-step, so it
+    writes no result and runs no cleanup; the runner runs ci-cleanup.sh itself and fails the attempt."""
+    runner = bench.make_runner()
+    name = f"probe-{bench.kind}-hard"
+    job = bench.job(mode="hang", PROBE_ID=f"{bench.kind}-hard", PROBE_IMAGE=probe_image)
+    lines: list[str] = []
+    errors: list[Exception] = []
+
+    def run_it() -> None:
+        try:
+            runner.run(job, lines.append, lambda: None)
+        except RunnerError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=run_it)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not _container_exists(name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _container_exists(name)
+    time.sleep(0.5)
+    if bench.kind == "docker":
+        subprocess.run(["docker", "kill", f"flatcar-airflow-{job.key}-1"], check=True, capture_output=True)
+    else:
+        pid = int((bench.root / "jobs" / bench.key / "1" / "pid").read_text())
+        os.killpg(pid, signal.SIGKILL)  # the wrapper's own process group (its session), nothing else
+    thread.join(timeout=90)
+
+    assert not thread.is_alive(), "the runner still follows a wrapper killed hard"
+    assert errors and "without a result" in str(errors[0]), (errors, lines[-5:])
+    assert bench.marks.read_text() == "cleanup-ran\n"  # the probe's cleanup also removed its container
+    assert not _container_exists(name)
+    assert list((bench.root / "workspaces").iterdir()) == []
+    assert not (bench.root / "jobs" / bench.key / "1").exists()
+    assert not _runner_containers(bench.key)
 
 
 def test_a_new_attempt_stops_the_earlier_one_still_running(bench, probe_image):

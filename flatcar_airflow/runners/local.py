@@ -127,13 +127,20 @@ class LocalRunner(Runner):
         """The wrapper was killed hard: run the workspace's ci-cleanup.sh ourselves."""
         env_file = job_dir / "job.env"
         if env_file.exists():
-            subprocess.run(
+            # In its own process group: a cleanup that outlasts the grace is stopped whole, children too.
+            proc = subprocess.Popen(
                 ["bash", str(job_dir / "flatcar-step.sh"), "--cleanup", str(job_dir)],
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=self.stop_grace,
-                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
             )
+            try:
+                proc.wait(timeout=self.stop_grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     def kill(self) -> None:
         self._killed.set()

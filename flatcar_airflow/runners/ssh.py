@@ -9,6 +9,7 @@ step never runs twice. There is no command timeout (the provider's default 10 s 
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import socket
 import stat
@@ -25,6 +26,8 @@ from .local import DEFAULT_ROOT, host_paths
 __all__ = ["SSHRunner"]
 
 _CONNECTION_ERRORS = (paramiko.SSHException, socket.error, EOFError, OSError)
+#: Seconds between checks that the wrapper still runs while its log is quiet.
+_ALIVE_CHECK_INTERVAL = 10.0
 
 
 class SSHRunner(Runner):
@@ -151,6 +154,7 @@ class SSHRunner(Runner):
         raise RunnerError("the step wrapper did not start on the build host within 60 s")
 
     def _follow(self, job_dir: str, on_line, on_tick) -> None:
+        last_alive_check = time.monotonic()
         offset = 0
         buffer = b""
         lost_since: float | None = None
@@ -194,9 +198,33 @@ class SSHRunner(Runner):
             if done and not chunk:
                 break
             if not chunk:
+                now = time.monotonic()
+                if now - last_alive_check >= (1.0 if self.killed else _ALIVE_CHECK_INTERVAL):
+                    # A wrapper killed hard (SIGKILL after the stop grace, the OOM killer) never writes
+                    # result.json: without this, we would follow its log for ever.
+                    last_alive_check = now
+                    if not self._wrapper_alive() and not self._result_written(job_dir):
+                        break
                 time.sleep(self.poll_interval)
         if buffer:
             on_line(buffer.decode("utf-8", "replace"))
+
+    def _result_written(self, job_dir: str) -> bool:
+        """Whether result.json is there now (a connection error counts as yes: the main loop reconnects)."""
+        try:
+            return _exists(self._session()[1], f"{job_dir}/result.json")
+        except _CONNECTION_ERRORS:
+            return True
+
+    def _wrapper_alive(self) -> bool:
+        """Whether our wrapper still runs on the host (its pid, running flatcar-step.sh); unknown = alive."""
+        if self._pid is None:
+            return True
+        try:
+            status, _ = self._exec(f"grep -qs flatcar-step.sh /proc/{int(self._pid)}/cmdline", timeout=30)
+        except _CONNECTION_ERRORS:
+            return True
+        return status == 0
 
     def _collect(self, job_dir: str) -> JobOutcome:
         _, sftp = self._session()
@@ -210,7 +238,15 @@ class SSHRunner(Runner):
 
         result = read("result.json")
         if result is None:
-            raise RunnerError("the step wrapper ended without a result")
+            # Killed hard: its cleanup did not run. Run it now (the next attempt would otherwise).
+            q = shlex.quote
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                self._exec(
+                    f"bash {q(job_dir + '/flatcar-step.sh')} --cleanup {q(job_dir)} "
+                    f">/dev/null 2>&1 </dev/null; rm -rf {q(job_dir)}",
+                    timeout=self.stop_grace + 30,
+                )
+            raise RunnerError("the step wrapper ended without a result (killed hard); its cleanup ran")
         tap: dict[str, Any] = {}
         try:
             for entry in sftp.listdir_attr(f"{job_dir}/tap"):
