@@ -45,6 +45,7 @@ __all__ = [
     "ScriptsRepo",
     "check_ref_name",
     "checkout_layout",
+    "mask_url_credentials",
     "redact_url",
 ]
 
@@ -77,6 +78,26 @@ class RefKind(StrEnum):
     BRANCH = "branch"
     TAG = "tag"
     COMMIT = "commit"
+
+
+def mask_url_credentials(url: str) -> None:
+    """Register a URL's password or token (``https://user:token@…``, ``https://token@…``) with the masker.
+
+    For a ``scripts_repo`` given with credentials: called where the URL is first known in a task
+    process (before its template fields are rendered and stored), it keeps the token out of the
+    rendered fields and the logs. A URL without a user part registers nothing.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return
+    from airflow.sdk.log import mask_secret
+
+    for secret in (parts.password, parts.username if parts.password is None else None):
+        if secret:
+            mask_secret(secret)
 
 
 def redact_url(url: str) -> str:

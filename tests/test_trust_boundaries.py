@@ -218,3 +218,21 @@ def test_a_final_newline_does_not_pass_the_configuration():
     for text in ('queue: "default\\n"\n', 'os: {branches: ["flatcar-4593\\n"]}\n'):
         with pytest.raises(ConfigError):
             parse_config("scripts_repo: https://example.org/scripts.git\n" + text)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ci:ghp_0123456789abcdefTOKEN@github.com/x/scripts.git",
+        "https://ghp_0123456789abcdefTOKEN@h/x.git",
+    ],
+)
+def test_a_token_in_a_scripts_repo_url_is_masked(url):
+    """For the step operator to call before its template fields are rendered (the rendered
+    ``scripts_repo`` showed the token)."""
+    from airflow.sdk.log import redact
+
+    from flatcar_airflow.scripts_repo import mask_url_credentials
+
+    mask_url_credentials(url)
+    assert "ghp_0123456789abcdefTOKEN" not in str(redact(f"origin {url}"))
