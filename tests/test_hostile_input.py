@@ -394,16 +394,19 @@ def _snapshot(airflow, build_cache) -> dict:
 
 
 def _version_error(airflow, dag_id: str, run_id: str) -> str:
-    """The version task's log events that carry its refusal (``invalid params: …``)."""
+    """The version task's refusal (``invalid params: …``) as its log records the exception: only the
+    message, not the traceback's file names, so the words must be in what a user reads."""
     response = airflow.api.get(
         f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/version/logs/1",
         params={"full_content": "true"},
         headers={"Accept": "application/json"},
     )
     assert response.status_code == 200, response.text
-    content = response.json()["content"]
-    events = [json.dumps(event) if not isinstance(event, str) else event for event in content]
-    return "\n".join(event for event in events if "invalid params" in event)
+    messages = []
+    for event in response.json()["content"]:
+        if isinstance(event, dict):
+            messages += [str(detail.get("exc_value")) for detail in event.get("error_detail") or []]
+    return "\n".join(message for message in messages if "invalid params" in message)
 
 
 def _trigger(airflow, dag_id: str, body: dict):
