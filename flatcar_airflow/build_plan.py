@@ -214,6 +214,11 @@ def summarize(config: Config, context: Mapping[str, Any]) -> dict:
             "reused": record.get("reused"),
             "artifacts": record.get("artifacts", []),
         }
+        if state == "failed":
+            # The cause the step recognised in its output (flatcar_airflow/failures.py), if it ran.
+            cause = ti.xcom_pull(task_ids=task_id, key="failure")
+            if isinstance(cause, dict):
+                entry["failure"] = cause
         arch, _, step = task_id.rpartition(".")
         if arch:
             manifest["arches"].setdefault(arch, {})[step] = entry
@@ -250,8 +255,29 @@ def summarize(config: Config, context: Mapping[str, Any]) -> dict:
         ti.xcom_push(key="notice", value=notice)
     if failed:
         ti.xcom_push(key="return_value", value=manifest)
-        raise AirflowFailException(f"build of {manifest['version']} failed in: {', '.join(failed)}")
+        raise AirflowFailException(failure_message(manifest, failed, states))
     return manifest
+
+
+def failure_message(manifest: Mapping[str, Any], failed: list[str], states: Mapping) -> str:
+    """``build of <tag> failed: <root> (<cause>), …; N tasks not run because of it: …``.
+
+    The root failures (tasks that failed) come first with their causes; what they blocked
+    (upstream_failed) is counted and listed after, so the first line says what to look at.
+    """
+    roots = [task_id for task_id in failed if _state(states, task_id) == "failed"]
+    blocked = [task_id for task_id in failed if task_id not in roots]
+    causes = []
+    for task_id in roots:
+        arch, _, step = task_id.rpartition(".")
+        record = (manifest["arches"].get(arch) or {}).get(step) if arch else manifest["steps"].get(step)
+        cause = ((record or {}).get("failure") or {}).get("summary")
+        causes.append(f"{task_id} ({cause})" if cause else task_id)
+    message = f"build of {manifest['version']} failed: {', '.join(causes) or 'nothing failed itself'}"
+    if blocked:
+        shown = ", ".join(blocked[:8]) + (f" and {len(blocked) - 8} more" if len(blocked) > 8 else "")
+        message += f"; {len(blocked)} task{'s' if len(blocked) != 1 else ''} not run because of it: {shown}"
+    return message
 
 
 def _state(states: Mapping, task_id: str) -> str | None:

@@ -110,8 +110,14 @@ class Failure:
         return asdict(self)
 
     def message(self, step: str, ending: str) -> str:
-        """``<step> failed: <cause> (log line N: <line>); <ending>`` and then the step's last error lines."""
-        where = f" (log line {self.line_number}: {self.line.strip()[:300]})" if self.line else ""
+        """``<step> failed: <cause> (line N of the step's output: <line>); <ending>``, then the step's last
+        error lines."""
+        where = ""
+        if self.line:
+            number = (
+                f"line {self.line_number} of the step's output" if self.line_number else "the step's output"
+            )
+            where = f" ({number}: {self.line.strip()[:300]})"
         first = f"{step} failed: {self.summary}{where}; {ending}"
         if not self.error_lines:
             return first

@@ -65,6 +65,11 @@ def sample_manifest(
                     artifacts.append({"kind": "image-file", "path": path, "version": version, "arch": arch,
                                       "size": len(_content(path))})  # fmt: skip
             records[arch][step] = {
+                **(
+                    {"failure": {"kind": "disk-full", "summary": "disk full on the build host"}}
+                    if step_state == "failed"
+                    else {}
+                ),
                 "state": step_state,
                 "duration_s": None if step_state == "upstream_failed" else seconds,
                 "started_at": started.isoformat(),

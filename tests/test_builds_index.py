@@ -136,8 +136,24 @@ def test_an_entry_carries_what_a_builds_page_lists():
             "amd64": {"qemu_uefi": {"passed": 5, "failed": 0, "skipped": 1}},
             "arm64": {"qemu_uefi": {"passed": 4, "failed": 1, "skipped": 1}},
         },
+        "failures": {},
+        "durations": {
+            "packages_tag": 1.5,
+            **{
+                f"{arch}.{name}": 1.5
+                for arch in ("amd64", "arm64")
+                for name in ("image", "packages", "push_packages", "test_qemu_uefi", "vms")
+            },
+        },
         "manifests": sorted(paths(data)),
     }
+    # A failed step's recognised cause is listed by task id.
+    data["arches"]["arm64"]["image"] = {
+        "state": "failed",
+        "failure": {"summary": "disk full on the build host"},
+    }
+    assert entry_from_manifest(data, [])["failures"] == {"arm64.image": "disk full on the build host"}
+    assert "arm64.image" not in entry_from_manifest(data, [])["durations"]
     # A flaky count is kept when the test summary has one.
     data["tests"]["amd64"]["qemu_uefi"]["flaky"] = 2
     assert entry_from_manifest(data, [])["tests"]["amd64"]["qemu_uefi"]["flaky"] == 2
@@ -498,7 +514,9 @@ def test_summaries_keep_the_index_and_the_rebuild_command_recovers_it(
     for arch in ("amd64", "arm64"):
         counts = manifest1["tests"][arch]["qemu_uefi"]
         assert counts["passed"] > 0 and counts["failed"] == 0
-        assert entry["tests"][arch]["qemu_uefi"] == {k: counts[k] for k in ("passed", "failed", "skipped")}
+        assert entry["tests"][arch]["qemu_uefi"] == {
+            k: counts[k] for k in ("passed", "failed", "skipped", "flaky")
+        }
     summary = _summary(first)
     assert summary["builds_index"]["updated"] and summary["builds_index"]["warning"] is None
 

@@ -162,6 +162,10 @@ def test_builds_are_listed_by_branch_and_channel_newest_first_with_filters_and_p
     assert cells[("arm64", "image")]["data-state"] == "failed"
     assert cells[("arm64", "vms")]["data-state"] == "upstream_failed"
     assert cells[("amd64", "image")]["data-state"] == "success"
+    # The recognised cause of the failure is next to the build's state.
+    assert re.findall(
+        r'<div class="cause" data-task-id="([^"]+)"><code>[^<]+</code>: ([^<]+)</div>', failed.text
+    ) == [("arm64.image", "disk full on the build host")]
     logs = [a["href"] for a in elements(failed.text, "a", "log")]
     assert (
         "/dags/flatcar_os_flatcar_4593/runs/scheduled__2026-11-03T21%3A00%3A00%2B00%3A00/tasks/arm64.image"

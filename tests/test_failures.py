@@ -75,7 +75,9 @@ def test_the_newest_cause_wins_and_the_message_says_it_first():
     message = failure.message("packages", "exit status 6 after 4m21s")
     first = message.splitlines()[0]
     assert first.startswith("packages failed: cannot reach ghcr.io: its name does not resolve")
-    assert "(log line 43: Error response from daemon" in first and first.endswith("exit status 6 after 4m21s")
+    assert "(line 43 of the step's output: Error response from daemon" in first and first.endswith(
+        "exit status 6 after 4m21s"
+    )
     assert "ERROR: failed to pull the SDK container" in message.splitlines()[-1]
 
 
@@ -83,3 +85,27 @@ def test_the_wrappers_own_lines_are_not_the_steps_cause():
     failure = diagnose(["[flatcar-airflow] ssh: connect to host x port 22: Connection refused", "oops"], 1)
     assert failure.kind == "unknown" and failure.line == "oops"
     assert diagnose([], 3).summary == "it printed nothing"
+
+
+def test_the_summary_names_root_failures_apart_from_what_they_blocked():
+    from flatcar_airflow.build_plan import failure_message
+
+    states = {
+        "sdk_bootstrap": {"state": "success"},
+        "amd64.packages": {"state": "failed"},
+        "arm64.image": {"state": "failed"},
+        **{f"amd64.{step}": {"state": "upstream_failed"} for step in ("push_packages", "image", "vms")},
+    }
+    manifest = {
+        "version": "main-4901.0.0-nightly-20261201-2100",
+        "steps": {},
+        "arches": {
+            "amd64": {"packages": {"state": "failed", "failure": {"summary": "cannot reach ghcr.io"}}},
+            "arm64": {"image": {"state": "failed"}},
+        },
+    }
+    failed = ["amd64.packages", "amd64.push_packages", "amd64.image", "amd64.vms", "arm64.image"]
+    assert failure_message(manifest, failed, states) == (
+        "build of main-4901.0.0-nightly-20261201-2100 failed: amd64.packages (cannot reach ghcr.io), "
+        "arm64.image; 3 tasks not run because of it: amd64.push_packages, amd64.image, amd64.vms"
+    )

@@ -452,3 +452,37 @@ def test_signing_key_from_a_connection_signs_artifacts_and_stays_secret(
         subprocess.run(["pgrep", "-f", str(root)], capture_output=True).returncode == 1
     )  # no gpg-agent left
     shutil.rmtree(root)
+
+
+def test_a_failed_step_names_its_cause_first(
+    run_dag, build_cache, released_sdk, mini_origin, tmp_path, capfd
+):
+    """The scripts reach the cache by BUILDCACHE_SERVER (the connection's host); when that name does not
+    resolve, curl says so among the step's output, and the task's error must say it in its first line."""
+    from connections import cache_connection
+
+    connection = cache_connection(build_cache)
+    connection["host"] = "flatcar-cache.invalid"
+    origin = str(mini_origin.path)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_CONN_FLATCAR_BUILDCACHE_NO_DNS", json.dumps(connection))
+        with DAG("e2e_failure_cause", schedule=None, start_date=START) as dag:
+            build = _tag_task(origin, "flatcar-4593", "os", str(tmp_path / "tag-cache"))
+            PackagesOperator(
+                task_id="packages",
+                build=build,
+                arch="amd64",
+                scripts_repo=origin,
+                runner={"type": "local", "root": str(tmp_path / "root")},
+                buildcache_conn_id="flatcar_buildcache_no_dns",
+            )
+        run = run_dag(dag, logical_date=None)
+
+    ti = run.get_task_instance("packages")
+    assert ti.state == "failed"
+    failure = ti.xcom_pull(task_ids="packages", key="failure")
+    assert failure["kind"] == "unreachable", failure
+    assert failure["summary"].startswith("cannot reach flatcar-cache.invalid: its name does not resolve")
+    assert "Could not resolve host: flatcar-cache.invalid" in failure["line"]
+    out = capfd.readouterr().out
+    assert "packages failed: cannot reach flatcar-cache.invalid: its name does not resolve" in out

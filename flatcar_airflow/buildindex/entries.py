@@ -106,6 +106,13 @@ def _state(record: Any) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def _failure(task_id: str, record: Any) -> dict[str, str]:
+    """``{task_id: cause}`` of a failed step whose cause was recognised (its ``failure.summary``)."""
+    failure = record.get("failure") if isinstance(record, Mapping) else None
+    summary = failure.get("summary") if isinstance(failure, Mapping) else None
+    return {task_id: summary[:300]} if isinstance(summary, str) and summary else {}
+
+
 def _seconds(record: Any) -> float | None:
     value = record.get("duration_s") if isinstance(record, Mapping) else None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
@@ -148,6 +155,13 @@ def entry_from_manifest(manifest: Mapping[str, Any], manifest_paths: Iterable[st
         for arch, records in sorted((manifest.get("arches") or {}).items())
         if isinstance(records, Mapping)
     }
+    failures: dict[str, str] = {}
+    for name, record in sorted((manifest.get("steps") or {}).items()):
+        failures.update(_failure(name, record))
+    for arch, records in sorted((manifest.get("arches") or {}).items()):
+        if isinstance(records, Mapping):
+            for name, record in sorted(records.items()):
+                failures.update(_failure(f"{arch}.{name}", record))
     durations: dict[str, float] = {}
     for name, record in sorted((manifest.get("steps") or {}).items()):
         durations[name] = _seconds(record)
@@ -179,6 +193,7 @@ def entry_from_manifest(manifest: Mapping[str, Any], manifest_paths: Iterable[st
         "steps": steps,
         "arches": arches,
         "tests": tests,
+        "failures": failures,
         "durations": {task_id: seconds for task_id, seconds in durations.items() if seconds is not None},
         "manifests": sorted(set(manifest_paths)),
     }

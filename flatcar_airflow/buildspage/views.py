@@ -163,6 +163,7 @@ def _cells(entry: Mapping[str, Any], links: Links) -> tuple[list[str], list[tupl
     arch), each cell aligned to the columns (None where that row has no such step)."""
     dag_id, run_id = entry.get("dag_id"), entry.get("run_id")
     durations = entry.get("durations") or {}
+    failures = entry.get("failures") or {}
 
     def cell(step: str, arch: str, state: Any) -> dict:
         task_id = f"{arch}.{step}" if arch else step
@@ -173,6 +174,7 @@ def _cells(entry: Mapping[str, Any], links: Links) -> tuple[list[str], list[tupl
             "state": state if isinstance(state, str) else "none",
             "log_url": links.task_log(dag_id, run_id, task_id),
             "duration": human_duration(durations.get(task_id)) if task_id in durations else None,
+            "cause": failures.get(task_id),
         }
 
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -225,6 +227,7 @@ def list_row(entry: Mapping[str, Any], links: Links) -> dict[str, Any]:
         "commit_url": links.web_link("commit_url", commit=entry.get("commit")),
         "tag_url": links.web_link("tag_url", tag=tag),
         "run_url": links.run(entry.get("dag_id"), entry.get("run_id")),
+        "failures": dict(entry.get("failures") or {}),
         "columns": [{"step": step, "label": short_step(step)} for step in columns],
         "matrix": matrix,
         "tests": _tests(entry),
@@ -323,6 +326,9 @@ def build_detail(
                 "seconds": record.get("duration_s"),
                 "duration": human_duration(record.get("duration_s")),
                 "reused": bool(record.get("reused")),
+                "cause": (record.get("failure") or {}).get("summary")
+                if isinstance(record.get("failure"), Mapping)
+                else None,
                 "log_url": links.task_log(entry.get("dag_id"), entry.get("run_id"), task_id),
             }
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from ..artifacts import ArtifactRef
 from ..config import Web
+from ..failures import diagnose
 from ..hooks.buildcache import BuildCacheHook, CacheEntry
 from ..links import BuildCacheLink, VersionTagLink, persist_step_links
 from ..runners import Job, Runner, RunnerError, job_key, make_runner, validate_runner_config
@@ -41,6 +43,8 @@ __all__ = ["FlatcarStepOperator"]
 
 #: The most lines of a step's report kept in the cache (the task log has every line).
 _REPORT_LINES = 20000
+#: The last lines of a step searched for the cause of its failure.
+_TAIL_LINES = 400
 _NO_RERUN_SKIP = {"test", "packages_tag", "image_changes"}
 
 
@@ -150,10 +154,13 @@ class FlatcarStepOperator(BaseOperator):
         last_output = [started]
 
         report: list[str] = []
+        # The step's last lines, numbered, for the cause of a failure (flatcar_airflow/failures.py).
+        tail: deque[tuple[int, str]] = deque(maxlen=_TAIL_LINES)
 
         def on_line(line: str) -> None:
             last_output[0] = time.monotonic()
             self.log.info("%s", line)
+            tail.append((tail[-1][0] + 1 if tail else 1, line))
             if spec.report and not line.startswith("[flatcar-airflow]") and len(report) < _REPORT_LINES:
                 report.append(line)
 
@@ -181,7 +188,9 @@ class FlatcarStepOperator(BaseOperator):
         if self._runner.killed or outcome.signal:
             raise AirflowException(f"{self.step} was stopped after {elapsed}; its cleanup ran")
         if outcome.rc != 0:
-            raise AirflowException(f"{self.step} failed with exit status {outcome.rc} after {elapsed}")
+            failure = diagnose(list(tail), outcome.rc)
+            context["ti"].xcom_push(key="failure", value=failure.to_dict())
+            raise AirflowException(failure.message(self.step, f"exit status {outcome.rc} after {elapsed}"))
         if outcome.cleanup_rc != 0:
             self.log.warning("./ci-cleanup.sh exited with %s", outcome.cleanup_rc)
         if outcome.skip_build:
