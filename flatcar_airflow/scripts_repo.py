@@ -27,13 +27,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import git
 from filelock import FileLock
 
 from .versionfile import VERSIONFILE_PATH, VersionFile
+
+if TYPE_CHECKING:
+    import git  # GitPython (~300 ms to import) is imported where git runs, not when DAG files are parsed
 
 __all__ = [
     "SUBMODULE_PATHS",
@@ -199,6 +201,8 @@ class ScriptsRepo:
 
     @property
     def repo(self) -> git.Repo:
+        import git
+
         if self._repo is None:
             if (self.path / "HEAD").exists():
                 self._repo = git.Repo(self.path)
@@ -271,6 +275,8 @@ class ScriptsRepo:
         return self.git("rev-parse", f"{commit}^{{tree}}")
 
     def read_file(self, commit: str, path: str) -> bytes:
+        import git
+
         try:
             return self.repo.git.execute(
                 ["git", "cat-file", "blob", f"{commit}:{path}"],
@@ -444,6 +450,8 @@ class PushedRef:
 
 def checkout_layout(path: str | os.PathLike[str]) -> Layout:
     """The layout of a scripts checkout (a work tree, e.g. a step's workspace) at its HEAD."""
+    import git
+
     tree = git.Repo(path).head.commit.tree
     links = []
     for sub_path in SUBMODULE_PATHS.values():
