@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .buildcache_server.cli import add_arguments as buildcache_arguments
     from .buildindex.cli import add_arguments as index_arguments
     from .demo.cli import add_arguments as demo_arguments
+    from .preflight.cli import add_arguments as doctor_arguments
     from .quickstart.command import add_arguments as quickstart_arguments
 
     quickstart_arguments(
@@ -149,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="the per-branch builds index in the build cache (rebuild it from the manifests)",
             description="rebuild: write flatcar-airflow/builds/<branch>.json from the build manifests in the "
             "cache, as the summary tasks keep it (docs/builds-index.md).",
+        )
+    )
+    doctor_arguments(
+        commands.add_parser(
+            "doctor",
+            help="check the build hosts of the configuration: tools, sudo, docker, disk, cache, network",
+            description="The preflight checks the pipelines run before a build's first step on a build "
+            "host (docs/runners.md#preflight), for every runner of the configuration.",
         )
     )
     demo_arguments(
@@ -280,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo.cli import run_and_print as demo_command
 
         return demo_command(args)
+    if args.command == "doctor":
+        from .preflight.cli import run_and_print as doctor
+
+        return doctor(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,

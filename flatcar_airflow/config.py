@@ -254,6 +254,45 @@ class Web(_Model):
         return template.format(repo=base or "", **quoted)
 
 
+_TOOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+
+
+class Preflight(_Model):
+    """The build host checks before a build's first step on it (docs/runners.md#preflight)."""
+
+    enabled: bool = True
+    #: The least free space (GiB) under the runner's root and in docker's data root.
+    min_free_gb: Annotated[int, Field(ge=0, le=100000)] = 50
+    #: Commands the scripts run on the build host.
+    tools: list[str] = Field(
+        default_factory=lambda: ["bash", "git", "curl", "jq", "rsync", "ssh", "zstd", "bzip2", "docker"]
+    )
+    #: What the scripts download from (the container registry, the release mirror); checked for an answer.
+    urls: list[str] = Field(
+        default_factory=lambda: ["https://ghcr.io/v2/", "https://mirror.release.flatcar-linux.net/"]
+    )
+    #: How an unreachable ``urls`` entry counts: error, warn, or off (not checked).
+    network: Literal["error", "warn", "off"] = "warn"
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not _TOOL.fullmatch(value):
+                raise ValueError(
+                    f"tool {value!r} must be a command name (letters, digits, '.', '_', '+', '-')"
+                )
+        return values
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/%+-]*)?", value):
+                raise ValueError(f"{value!r} must be an http(s) URL without credentials, query or spaces")
+        return values
+
+
 class Notifications(_Model):
     """Failure and recovery mails of scheduled builds (docs/notifications.md)."""
 
@@ -298,6 +337,7 @@ class Config(_Model):
     tagging_cache: str | None = None
     web: Web = Web()
     notifications: Notifications = Notifications()
+    preflight: Preflight = Preflight()
 
     @field_validator("scripts_repo")
     @classmethod

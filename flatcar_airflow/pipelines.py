@@ -34,6 +34,7 @@ from .operators import (
     ImageOperator,
     PackagesOperator,
     PackagesTagOperator,
+    PreflightOperator,
     PushPackagesOperator,
     SdkBootstrapOperator,
     SdkContainerOperator,
@@ -203,7 +204,10 @@ def _build_dag(
         )
         version = _version_task(config, kind, branch)
         lock >> version
-        tag = _tag_task(config, kind)(version)
+        checks = _preflight_tasks(config, arches) if config.preflight.enabled else {}
+        tag = _tag_task(config, kind, after_checks=bool(checks))(version)
+        for check in checks.values():
+            lock >> check >> tag
         build = tag
         steps: list = []
         if kind is BuildKind.FULL:
@@ -264,6 +268,31 @@ def _build_dag(
     return dag
 
 
+def _preflight_tasks(config: Config, arches: list[str]) -> dict[str | None, Any]:
+    """One ``preflight`` per build host: the default runner's, and ``<arch>.preflight`` for an arch whose
+    steps run elsewhere (their own runner or queue: another worker or build host)."""
+    options = config.preflight.model_dump()
+    checks: dict[str | None, Any] = {
+        None: PreflightOperator(
+            task_id="preflight",
+            runner=config.runner,
+            buildcache_conn_id=config.buildcache_conn_id,
+            options=options,
+        )
+    }
+    for arch in arches:
+        if config.arch_runner(arch) != config.runner or config.arch_queue(arch) != config.queue:
+            checks[arch] = PreflightOperator(
+                task_id=f"{arch}.preflight",
+                runner=config.arch_runner(arch),
+                buildcache_conn_id=config.buildcache_conn_id,
+                options=options,
+                arch=arch,
+                queue=config.arch_queue(arch),
+            )
+    return checks
+
+
 def _version_task(config: Config, kind: BuildKind, branch: str):
     @task(task_id="version", retries=0)
     def version(**context) -> dict:
@@ -274,8 +303,11 @@ def _version_task(config: Config, kind: BuildKind, branch: str):
     return version()
 
 
-def _tag_task(config: Config, kind: BuildKind):
-    @task(task_id="tag", pool=config.pools.tagging.name)
+def _tag_task(config: Config, kind: BuildKind, *, after_checks: bool = False):
+    # After the preflight tasks: an arch's check is skipped when the run does not build it.
+    trigger = {"trigger_rule": "none_failed"} if after_checks else {}
+
+    @task(task_id="tag", pool=config.pools.tagging.name, **trigger)
     def tag(plan: dict, **context) -> dict:
         from .build_plan import tag_build
 

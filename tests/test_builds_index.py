@@ -463,6 +463,7 @@ def _config(origin: str, tmp_path: Path, **overrides) -> str:
         "image_changes": None,
         "heartbeat_interval": 30,
         "retries": 0,
+        "preflight": {"min_free_gb": 1, "network": "off"},
         **overrides,
     }
     return yaml.safe_dump(data)

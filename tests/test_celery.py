@@ -161,6 +161,7 @@ def celery_cluster(tmp_path, postgres, redis_broker, mini_origin, build_cache, s
                 "image_changes": None,
                 "retries": 0,
                 "heartbeat_interval": 30,
+                "preflight": {"min_free_gb": 1, "network": "off"},
             }
         )
     )

@@ -36,6 +36,7 @@ def _config(origin: str, tmp_path: Path) -> str:
             "os": {"branches": ["flatcar-4593"]},
             "image_changes": None,
             "retries": 0,
+            "preflight": {"min_free_gb": 1, "network": "off"},
             # The origin is a local path (no web view of its own): a template gives the tag its link.
             "web": {"tag_url": "https://git.example.org/flatcar/scripts/tree/{tag}"},
             # A quick failure of amd64's first step: the failed step has its links too.

@@ -160,6 +160,7 @@ def _config(origin: str, tmp_path: Path, run_types=("manual",), **overrides) -> 
         "image_changes": None,
         "heartbeat_interval": 30,
         "retries": 0,
+        "preflight": {"min_free_gb": 1, "network": "off"},
         "web": {
             "airflow_url": AIRFLOW_URL,
             "tag_url": "https://git.example.org/flatcar/scripts/tree/{tag}",

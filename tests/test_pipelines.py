@@ -34,6 +34,7 @@ def config_text(origin: str, tmp_path: Path, **overrides) -> str:
         "os": {"branches": ["flatcar-4593"], "arches": ["amd64", "arm64"]},
         "heartbeat_interval": 30,
         "retries": 0,
+        "preflight": {"min_free_gb": 1, "network": "off"},
         **overrides,
     }
     return yaml.safe_dump(data)

@@ -44,6 +44,7 @@ def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
             "image_changes": None,
             "retries": 0,
             "start_date": "2026-01-01",
+            "preflight": {"min_free_gb": 1, "network": "off"},
             "branch_lock": {"poke_interval": 3},
         }
         config.write_text(yaml.safe_dump({**settings, **overrides}))

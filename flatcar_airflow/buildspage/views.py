@@ -39,8 +39,8 @@ FILTERS = {
     "state": ("success", "failed"),
     "run_type": ("scheduled", "manual", "backfill"),
 }
-_ORDER = ("tag", "sdk_bootstrap", "sdk_container", "packages_tag", "packages", "push_packages", "image",
-          "sbsign", "vms")  # fmt: skip
+_ORDER = ("preflight", "tag", "sdk_bootstrap", "sdk_container", "packages_tag", "packages",
+          "push_packages", "image", "sbsign", "vms")  # fmt: skip
 _TAIL = ("image_changes",)
 
 
@@ -140,6 +140,7 @@ def _duration(entry: Mapping[str, Any]) -> float | None:
 
 
 _SHORT = {
+    "preflight": "checks",
     "tag": "tag",
     "sdk_bootstrap": "sdk boot",
     "sdk_container": "sdk",

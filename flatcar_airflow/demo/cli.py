@@ -46,6 +46,8 @@ def demo_config(root: Path, runner_image: str, network: str, origin: Path) -> st
         "os": {"branches": [], "schedule": None},
         "heartbeat_interval": 30,
         "retries": 0,
+        # The miniature scripts need a few MB and no internet: check the host for that.
+        "preflight": {"min_free_gb": 1, "network": "off"},
     }
     header = (
         f"{DEMO_HEADER}\n"

@@ -2,6 +2,7 @@
 the branch lock that opens every pipeline."""
 
 from .branch_lock import BranchLockSensor
+from .preflight import PreflightOperator
 from .step import FlatcarStepOperator
 from .steps import (
     ImageChangesOperator,
@@ -22,6 +23,7 @@ __all__ = [
     "ImageOperator",
     "PackagesOperator",
     "PackagesTagOperator",
+    "PreflightOperator",
     "PushPackagesOperator",
     "SdkBootstrapOperator",
     "SdkContainerOperator",

@@ -497,6 +497,8 @@ def _demo_config(home: Home) -> str:
         "os": {"branches": [], "schedule": None},
         "heartbeat_interval": 30,
         "retries": 0,
+        # The miniature scripts need a few MB and no internet: check the host for that.
+        "preflight": {"min_free_gb": 1, "network": "off"},
     }
     header = "# The quickstart's demo profile (rewritten at every start): the miniature scripts repository.\n"
     return header + yaml.safe_dump(data, sort_keys=False)

@@ -205,6 +205,11 @@ class Runner(ABC):
     def kill(self) -> None:
         """Stop the running job's whole process tree (or container); its cleanup runs."""
 
+    @abstractmethod
+    def probe(self, script: str, env: Mapping[str, str], timeout: float = 90.0) -> tuple[int, str]:
+        """Run a short, read-only bash ``script`` where the steps run (the preflight checks), with ``env``
+        as its environment; ``(exit status, output)``. Raises :class:`RunnerError` if it cannot run."""
+
     @property
     def killed(self) -> bool:
         return self._killed.is_set()

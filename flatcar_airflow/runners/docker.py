@@ -69,6 +69,34 @@ class DockerRunner(Runner):
         except DockerException as err:
             raise RunnerError(f"cannot reach the Docker host: {err}") from None
 
+    def probe(self, script: str, env, timeout: float = 90.0) -> tuple[int, str]:
+        """The checks in a runner container set up as a step's is (docker socket and ``root`` mounted)."""
+        from docker.errors import ContainerError, ImageNotFound
+
+        client = self._client()
+        try:
+            output = client.containers.run(
+                self.image,
+                command=["bash", "-c", script, "flatcar-preflight"],
+                environment=dict(env),
+                volumes={
+                    "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+                    self.root: {"bind": self.root, "mode": "rw"},
+                },
+                network_mode=self.network_mode,
+                labels={_LABEL: "preflight"},
+                remove=True,
+                stdout=True,
+                stderr=True,
+            )
+        except ImageNotFound as err:
+            raise RunnerError(f"runner image {self.image!r} not found on the Docker host: {err}") from None
+        except ContainerError as err:
+            return err.exit_status, (err.stderr or b"").decode("utf-8", "replace")
+        except APIError as err:
+            raise RunnerError(f"cannot start a runner container: {err}") from None
+        return 0, output.decode("utf-8", "replace")
+
     def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
         mask_job_secrets(job)
         client = self._client()

@@ -59,6 +59,21 @@ class LocalRunner(Runner):
     def describe(self) -> str:
         return f"local ({self.root})"
 
+    def probe(self, script: str, env, timeout: float = 90.0) -> tuple[int, str]:
+        try:
+            done = subprocess.run(
+                ["bash", "-c", script, "flatcar-preflight"],
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise RunnerError(f"the checks took more than {timeout:.0f} s") from None
+        return done.returncode, done.stdout + done.stderr
+
     def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
         mask_job_secrets(job)
         mirror, workspace, job_dir_name = host_paths(self.root, job)

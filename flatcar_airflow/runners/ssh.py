@@ -86,6 +86,19 @@ class SSHRunner(Runner):
         err = stderr.read().decode("utf-8", "replace")
         return stdout.channel.recv_exit_status(), out + err
 
+    def probe(self, script: str, env, timeout: float = 90.0) -> tuple[int, str]:
+        # shlex.join quotes every value, the script included: nothing reaches the remote shell unquoted.
+        command = shlex.join(["env", *(f"{name}={value}" for name, value in env.items()), "bash", "-c",
+                              script, "flatcar-preflight"])  # fmt: skip
+        try:
+            return self._exec(command, timeout)
+        except (*_CONNECTION_ERRORS, TimeoutError) as err:
+            raise RunnerError(
+                f"cannot run the checks on the build host: {err or type(err).__name__}"
+            ) from None
+        finally:
+            self._drop()
+
     # -- the job -------------------------------------------------------------------------------------
     def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
         mask_job_secrets(job)

@@ -15,7 +15,7 @@
 # gnupg for signed artifacts); procps and util-linux (pgrep, setsid, flock); busybox-static for the
 # demo's seed SDK image.
 FA_DEBS=(git bash docker.io openssh-server openssh-client rsync nginx busybox-static zstd curl openssl
-    bzip2 lbzip2 xz-utils procps util-linux gnupg python3)
+    bzip2 lbzip2 xz-utils procps util-linux gnupg python3 jq sudo)
 
 fa_say() { printf '%s: %s\n' "${FA_WHO:-flatcar-airflow}" "$*" >&2; }
 
