@@ -1,0 +1,164 @@
+"""Stopping a running step through Airflow itself: "mark failed" in the UI (the REST API's PATCH of the
+task instance), then "clear", as an operator would, under a real scheduler (``airflow standalone``).
+
+The runner-level kill tests call ``Runner.kill()`` directly; this one proves the path from Airflow to it:
+the task process is told to stop, the operator's ``on_kill`` stops the step's whole tree, its cleanup runs
+(the step's container and child process are gone, the work tree and job directory too), and a cleared
+task runs again to success. (Only the cleared task: what follows it is the pipelines' own tests.)
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from airflow_servers import AirflowServers, airflow_env
+from connections import CACHE_CONN
+
+DAG_ID = "flatcar_os_flatcar_4593"
+STEP = "packages_tag"
+
+
+@pytest.fixture
+def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    config = tmp_path / "flatcar.yaml"
+
+    def write_config(**step_env: str) -> None:
+        settings = {
+            "scripts_repo": str(mini_origin.path),
+            "buildcache_conn_id": CACHE_CONN,
+            "runner": {"type": "local", "root": str(tmp_path / "build-root")},
+            "tagging_cache": str(tmp_path / "tag-cache"),
+            "arches": {"amd64": {"formats": ["qemu_uefi"], "test_vendors": []}},
+            "full": {"enabled": False, "arches": ["amd64"]},
+            "os": {"branches": ["flatcar-4593"], "arches": ["amd64"], "schedule": "0 21 * * *"},
+            "image_changes": None,
+            "retries": 0,
+            "start_date": "2026-01-01",
+            "step_env": step_env,
+        }
+        config.write_text(yaml.safe_dump(settings))
+
+    write_config(MINI_HANG_STEP=STEP)
+    server = AirflowServers(home, airflow_env(home, config), DAG_ID)
+    server.write_config = write_config
+    server.build_root = tmp_path / "build-root"
+    server.migrate_and_create_pools()
+    server.start("standalone", stop_signal=signal.SIGINT)
+    try:
+        server.wait_healthy()
+        server.wait_for_dag(DAG_ID)
+        yield server
+    finally:
+        server.stop()
+
+
+def _log(airflow: AirflowServers, run_id: str, task_id: str, attempt: int) -> str:
+    response = airflow.api.get(
+        f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{attempt}",
+        params={"full_content": "true"},
+        headers={"Accept": "application/json"},
+    )
+    if response.status_code != 200:
+        return ""
+    content = response.json().get("content") or []
+    return "\n".join(event if isinstance(event, str) else json.dumps(event) for event in content)
+
+
+def _hanging(log: str) -> tuple[int, str] | None:
+    """(child pid, container) from the mini step's "hanging with child process N and container C"."""
+    marker = "hanging with child process "
+    for line in log.splitlines():
+        if marker in line:
+            words = line.split(marker, 1)[1].replace('"', " ").split()
+            return int(words[0]), words[3]
+    return None
+
+
+def _container_exists(name: str) -> bool:
+    out = subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return bool(out.strip())
+
+
+def _pid_running(pid: int, command: str) -> bool:
+    try:
+        return command in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace"
+        )
+    except OSError:
+        return False
+
+
+def test_mark_failed_stops_the_step_through_on_kill_and_clear_runs_it_again(airflow):
+    assert airflow.api.patch(f"/dags/{DAG_ID}", json={"is_paused": False}).status_code == 200
+    airflow.wait(lambda: airflow.runs(), 120, "the scheduled nightly")
+    run_id = airflow.runs()[0]["dag_run_id"]
+    found: list[tuple[int, str]] = []
+
+    def hanging() -> bool:
+        state = airflow.task_instances(run_id).get(STEP, {}).get("state")
+        hang = _hanging(_log(airflow, run_id, STEP, 1)) if state == "running" else None
+        if hang:
+            found.append(hang)
+        return bool(hang)
+
+    airflow.wait(hanging, 300, f"{STEP} to hang")
+    child, container = found[-1]
+    assert _container_exists(container) and _pid_running(child, "sleep")
+
+    # "Mark failed", as the UI does it.
+    marked = airflow.api.patch(
+        f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{STEP}", json={"new_state": "failed"}
+    )
+    assert marked.status_code == 200, marked.text
+
+    airflow.wait(
+        lambda: not _container_exists(container) and not _pid_running(child, "sleep"),
+        120,
+        "on_kill to stop the step's container and child process",
+    )
+    airflow.wait(lambda: not list(airflow.build_root.glob("jobs/*/*")), 60, "the job directory to go")
+    assert list((airflow.build_root / "workspaces").iterdir()) == []
+    log = _log(airflow, run_id, STEP, 1)
+    assert f"Stopping {STEP}: its process tree and containers are stopped" in log
+    assert "running ./ci-cleanup.sh" in log
+    airflow.wait(
+        lambda: (airflow.get(f"/dags/{DAG_ID}/dagRuns/{run_id}") or {}).get("state") == "failed",
+        300,
+        "the run to fail",
+    )
+
+    # "Clear" the task, with the hang knob gone: it runs again, to success.
+    airflow.write_config()
+    cleared = airflow.api.post(
+        f"/dags/{DAG_ID}/clearTaskInstances",
+        json={
+            "dry_run": False,
+            "dag_run_id": run_id,
+            "task_ids": [STEP],
+            "include_downstream": False,
+            "only_failed": False,
+            "reset_dag_runs": True,
+        },
+    )
+    assert cleared.status_code == 200, cleared.text
+
+    def rerun() -> dict:
+        ti = airflow.task_instances(run_id)[STEP]
+        return ti if ti["state"] == "success" and ti["try_number"] == 2 else {}
+
+    airflow.wait(rerun, 300, f"the cleared {STEP} to run again and succeed")
+    assert "mini-scripts: hanging" not in _log(airflow, run_id, STEP, 2)
+    airflow.wait(lambda: not list(airflow.build_root.glob("jobs/*/*")), 60, "the job directory to go")
+    assert list((airflow.build_root / "workspaces").iterdir()) == []
