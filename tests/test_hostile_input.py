@@ -353,6 +353,10 @@ def airflow(tmp_path_factory, _mini_origin_template, build_cache, git_shim):
                 "retries": 0,
                 "max_active_runs": 16,
                 "branch_lock": {"poke_interval": 1},
+                # The preflight task runs beside the version task, not after it (pipelines.py): it would
+                # probe the build host for every refused run. It reads no param but arches (which the
+                # schema checks); tests/test_pipelines.py and the preflight's own tests cover it.
+                "preflight": {"enabled": False},
             }
         )
     )
