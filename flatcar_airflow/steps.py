@@ -87,6 +87,10 @@ def _names(values: Sequence[str], what: str) -> list[str]:
     return result
 
 
+#: The merged TAP report's first line (tapfile_helper_lib.sh): ``ok - Version: V, Architecture: A``.
+_REPORT_HEADER = re.compile(r"Version: \S+, Architecture: \S+")
+
+
 def tap_summary(text: str) -> dict[str, object]:
     """Counts and failed test names of a TAP report (the test step's merged summary).
 
@@ -110,6 +114,8 @@ def tap_summary(text: str) -> dict[str, object]:
             continue
         name = line.description.removeprefix("-").strip() or f"test {line.number}"
         last_ok = None
+        if _REPORT_HEADER.match(name):
+            continue  # the merged report's first line names the build, it is not a test
         if line.skip:
             skipped += 1
         elif line.ok:

@@ -185,6 +185,9 @@ def test_builds_are_listed_by_branch_and_channel_newest_first_with_filters_and_p
 
     manual = _get(page_env, "/flatcar/?run_type=manual")
     assert [row["data-run-type"] for row in elements(manual.text, "tr", "build")] == ["manual"]
+    # The form sends its "all" choices as empty values.
+    form = _get(page_env, "/flatcar/?branch=&state=failed&run_type=")
+    assert [row["data-state"] for row in elements(form.text, "tr", "build")] == ["failed"]
     assert _get(page_env, "/flatcar/?state=exploded").status_code == 422
     assert _get(page_env, "/flatcar/?branch=../../etc").status_code == 422
 

@@ -485,11 +485,6 @@ def test_the_filters_narrow_the_list(page, site):
     assert page.locator("nav.pages").inner_text().strip() == "page 1 of 1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="page bug: the form sends its 'all' choices as empty values (state=&run_type=), which the page "
-    "refuses with 422 instead of treating them as no filter",
-)
 def test_the_filter_form_with_all_in_some_of_its_choices(page, site):
     page.goto(site.url("/flatcar/"))
     form = page.locator("form#filters")

@@ -237,9 +237,12 @@ def test_each_arch_builds_on_its_own_worker(celery_cluster, mini_origin, build_c
     assert cluster.get(f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"] == "success", placement
 
     per_arch = ("packages", "push_packages", "image", "vms", "test_qemu_uefi")
-    expected = {task_id: ("success", "default", "worker-amd64") for task_id in NOT_PER_ARCH}
+    expected = {task_id: ("success", "default", "worker-amd64") for task_id in (*NOT_PER_ARCH, "preflight")}
     for arch in ARCHES:
-        expected.update({f"{arch}.{step}": ("success", arch, f"worker-{arch}") for step in per_arch})
+        # Each arch's build host gets its preflight on its own queue (docs/runners.md#preflight).
+        expected.update(
+            {f"{arch}.{step}": ("success", arch, f"worker-{arch}") for step in (*per_arch, "preflight")}
+        )
     assert placement == expected
 
     # Each arch's steps ran through its arch's runner (a local runner with a root of its own).

@@ -114,7 +114,10 @@ def _failure(task_id: str, record: Any) -> dict[str, str]:
 
 
 def _seconds(record: Any) -> float | None:
-    value = record.get("duration_s") if isinstance(record, Mapping) else None
+    """A step's duration if it ran (succeeded or failed): a step that never ran has none, not zero."""
+    if not isinstance(record, Mapping) or record.get("state") not in ("success", "failed"):
+        return None
+    value = record.get("duration_s")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return round(float(value), 1)
     return None

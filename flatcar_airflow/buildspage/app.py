@@ -174,6 +174,17 @@ def _check_branch(branch: str) -> str:
     return branch
 
 
+def _choice(name: str, value: str | None) -> str | None:
+    """A filter of the page: empty is none; anything but its values is a 422 naming it."""
+    from .views import FILTERS
+
+    if not value:
+        return None
+    if value not in FILTERS[name]:
+        raise HTTPException(422, f"{name}: {value[:40]!r} is not one of {', '.join(FILTERS[name])}")
+    return value
+
+
 StateFilter = Literal["success", "failed"]
 RunTypeFilter = Literal["scheduled", "manual", "backfill"]
 
@@ -191,13 +202,18 @@ async def _threaded(function, *args, **kwargs):
 async def builds_page(
     request: Request,
     branch: Annotated[str | None, Query(max_length=200)] = None,
-    state: StateFilter | None = None,
-    run_type: RunTypeFilter | None = None,
+    state: Annotated[str | None, Query(max_length=20)] = None,
+    run_type: Annotated[str | None, Query(max_length=20)] = None,
     page: Annotated[int, Query(ge=1, le=100000)] = 1,
 ):
-    """Builds grouped by branch and channel, newest first, filtered and paginated."""
+    """Builds grouped by branch and channel, newest first, filtered and paginated.
+
+    The filter form sends its "all" choices as empty values: an empty filter is no filter.
+    """
     if branch:
         _check_branch(branch)
+    state = _choice("state", state)
+    run_type = _choice("run_type", run_type)
     ctx = await _context(request, page=True)
     return await _threaded(_builds_page, ctx, branch or None, state, run_type, page)
 
