@@ -80,7 +80,8 @@ def page_env(build_cache, airflow_db, tmp_path_factory):
     environment = {
         "FLATCAR_AIRFLOW_CONFIG": str(config),
         f"AIRFLOW_CONN_{CONN.upper()}": json.dumps(cache_connection(build_cache)),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,mainonly:viewer",
+        "AIRFLOW__CORE__AUTH_MANAGER": "restricted_auth.OneDagAuthManager",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(directory / "passwords.json"),
     }
     saved = {name: os.environ.get(name) for name in environment}
@@ -95,7 +96,16 @@ def page_env(build_cache, airflow_db, tmp_path_factory):
             token = client.post(
                 "/auth/token", json={"username": "viewer", "password": passwords["viewer"]}
             ).json()["access_token"]
-            yield {"client": client, "token": token, "entries": entries, "cache": build_cache}
+            restricted = client.post(
+                "/auth/token", json={"username": "mainonly", "password": passwords["mainonly"]}
+            ).json()["access_token"]
+            yield {
+                "client": client,
+                "token": token,
+                "restricted": restricted,
+                "entries": entries,
+                "cache": build_cache,
+            }
         purge_cached_app()
     finally:
         for name, value in saved.items():
@@ -283,3 +293,17 @@ def test_links_to_the_scripts_repository_carry_no_credentials():
     assert custom.web.link("tag_url", custom.scripts_repo, tag="t") is None
     with pytest.raises(ValueError, match="uses nope"):
         parse_config("scripts_repo: /srv/s.git\nweb: {commit_url: 'https://x/{nope}'}\n")
+
+
+def test_builds_of_dags_the_user_may_not_read_are_not_shown(page_env):
+    """The user ``mainonly`` may read the runs of flatcar_os_main only (tests/restricted_auth.py)."""
+    headers = {"Authorization": f"Bearer {page_env['restricted']}"}
+    client = page_env["client"]
+    listing = client.get("/flatcar/api/builds?limit=1000", headers=headers).json()
+    assert listing["total"] == 7 and {b["dag_id"] for b in listing["builds"]} == {"flatcar_os_main"}
+    stable = page_env["entries"]["flatcar-4593"][0]["version_tag"]
+    assert client.get(f"/flatcar/api/builds/{stable}", headers=headers).status_code == 404
+    page = client.get(f"/flatcar/builds/{stable}", headers=headers)
+    assert page.status_code == 404 and "4593.2.0+nightly" not in page.text
+    assert "stable-" not in client.get("/flatcar/", headers=headers).text
+    assert "no builds" in client.get("/flatcar/badge/flatcar-4593.svg", headers=headers).text
