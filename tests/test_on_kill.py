@@ -56,7 +56,7 @@ def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
         server.wait_for_dag(DAG_ID)
         yield server
     finally:
-        server.stop()
+        server.stop(grace=10)  # standalone takes SIGINT slowly; its group is killed after the grace
 
 
 def _log(airflow: AirflowServers, run_id: str, task_id: str, attempt: int) -> str:
