@@ -46,14 +46,18 @@ from .tagging import BuildKind
 __all__ = ["FULL_DAG_ID", "build_dags", "full_build_dag", "os_build_dag", "os_dag_id"]
 
 FULL_DAG_ID = "flatcar_full"
+# The params' JSON-schema patterns are searched (re.search): a plain "$" also matches before a final
+# newline ("main\n" would pass); "$(?!\n)" does not, and unlike "\Z" the UI's browser-side check knows it.
 _TAG_PATTERN = (
     r"^(main|alpha|beta|stable|lts)-(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
-    r"(-[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?$"
+    r"(-[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?$(?!\n)"
 )
-_BUILD_ID_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
-_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"
-_VERSION_PATTERN = r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)([+-][A-Za-z0-9][A-Za-z0-9._-]*)?$"
-_NAME_ITEMS = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_]*$"}
+_BUILD_ID_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$(?!\n)"
+_REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]*$(?!\n)"
+_VERSION_PATTERN = (
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)([+-][A-Za-z0-9][A-Za-z0-9._-]*)?$(?!\n)"
+)
+_NAME_ITEMS = {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_]*$(?!\n)"}
 
 
 def os_dag_id(branch: str) -> str:

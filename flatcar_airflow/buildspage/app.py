@@ -157,7 +157,7 @@ def _unreadable(exc: Exception, page: bool):
 
 
 def _check_tag(tag: str) -> str:
-    if not _TAG.match(tag):
+    if not _TAG.fullmatch(tag):
         raise HTTPException(
             422, f"tag {tag[:80]!r} is not a version tag (letters, digits, '.', '_', '+', '-')"
         )

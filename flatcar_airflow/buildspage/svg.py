@@ -70,7 +70,7 @@ def _axis(value: float) -> tuple[float, float]:
 
 def _label(tag: str) -> str:
     """A build's short name on an axis: ``11-21`` for a nightly of 2026-11-21, else the tag's tail."""
-    match = re.search(r"-(\d{4})(\d{2})(\d{2})-(\d{4})$", tag)
+    match = re.search(r"-(\d{4})(\d{2})(\d{2})-(\d{4})\Z", tag)
     return f"{match.group(2)}-{match.group(3)}" if match else tag[-10:]
 
 

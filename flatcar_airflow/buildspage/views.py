@@ -295,7 +295,7 @@ _DIGEST = re.compile(r"^(sha256:)?[0-9a-f]{12,}$")
 def _digest(artifact: Mapping[str, Any]) -> str | None:
     extra = artifact.get("extra") if isinstance(artifact.get("extra"), Mapping) else {}
     for value in (artifact.get("digest"), extra.get("sha256"), extra.get("digest"), artifact.get("image_id")):
-        if isinstance(value, str) and _DIGEST.match(value):
+        if isinstance(value, str) and _DIGEST.fullmatch(value):
             return value
     return None
 

@@ -22,6 +22,7 @@ are stored right after step 1, so a failed step has them too.
 from __future__ import annotations
 
 import datetime
+import re
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -36,11 +37,14 @@ from ..failures import diagnose
 from ..hooks.buildcache import BuildCacheHook, CacheEntry
 from ..links import BuildCacheLink, VersionTagLink, persist_step_links
 from ..runners import Job, Runner, RunnerError, job_key, make_runner, validate_runner_config
+from ..runners.base import JOB_NAMESPACE
+from ..scripts_repo import mask_url_credentials
 from ..steps import STEPS, BuildContext, Step, tap_summary
 from ..versions import VersionError
 
 __all__ = ["FlatcarStepOperator"]
 
+_SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The most lines of a step's report kept in the cache (the task log has every line).
 _REPORT_LINES = 20000
 #: The last lines of a step searched for the cause of its failure.
@@ -102,6 +106,7 @@ class FlatcarStepOperator(BaseOperator):
             raise ValueError(f"step {self.step!r} is not one of {', '.join(STEPS)}")
         self.build = build
         self.scripts_repo = scripts_repo
+        mask_url_credentials(scripts_repo)  # a token in an https URL stays out of logs and rendered fields
         self.runner_config = validate_runner_config(runner)
         self.buildcache_conn_id = buildcache_conn_id
         self.arch = arch
@@ -117,6 +122,10 @@ class FlatcarStepOperator(BaseOperator):
         self._runner: Runner | None = None
         self._started_at = ""
 
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        super().render_template_fields(context, jinja_env)
+        mask_url_credentials(str(self.scripts_repo))  # a templated URL, before its fields are stored
+
     # -- execution -----------------------------------------------------------------------------------
     def execute(self, context) -> dict:
         spec: Step = STEPS[self.step]
@@ -125,7 +134,10 @@ class FlatcarStepOperator(BaseOperator):
         self._skip_unselected(ctx, options)
         force = str(self.force).lower() in ("true", "1", "yes") or bool(_mapping(self.build).get("force"))
         hook = BuildCacheHook(self.buildcache_conn_id)
-        settings = hook.settings
+        try:
+            settings = hook.settings
+        except ValueError as err:  # a bad connection does not get better on a retry
+            raise AirflowFailException(str(err)) from None
         self._persist_links(context, ctx, options, settings.http_url)
 
         inputs = spec.inputs(ctx, options) + _records(self.inputs)
@@ -177,6 +189,8 @@ class FlatcarStepOperator(BaseOperator):
 
         try:
             outcome = self._runner.run(job, on_line, on_tick)
+        except ValueError as err:  # the job's values refused before anything ran (runners/base.py)
+            raise AirflowFailException(f"{self.step}: invalid job: {err}") from None
         except RunnerError as err:
             raise AirflowException(f"{self.step}: {err}") from None
         elapsed = _duration(time.monotonic() - started)
@@ -337,6 +351,11 @@ class FlatcarStepOperator(BaseOperator):
             extra = BaseHook.get_connection(self.secrets_conn_id).extra_dejson
             for name, value in extra.items():
                 mask_secret(str(value))
+                if not _SHELL_NAME.fullmatch(str(name)) or str(name).startswith(JOB_NAMESPACE):
+                    raise AirflowFailException(
+                        f"secrets connection {self.secrets_conn_id!r}: variable {str(name)[:60]!r} is not "
+                        f"allowed (a shell variable name, not in the wrapper's {JOB_NAMESPACE}* namespace)"
+                    )
                 secret_env[str(name)] = str(value)
         if self.signing_conn_id:
             conn = BaseHook.get_connection(self.signing_conn_id)
