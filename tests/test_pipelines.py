@@ -216,6 +216,8 @@ def test_bad_params_are_refused_before_any_task(run_dag, pipelines, mini_origin)
         {"ref": "--upload-pack=touch /tmp/x"},
         {"arches": ["riscv"]},
         {"version": "main-1.0.0-$(id)"},
+        {"ref": "main\n"},  # a plain "$" in a pattern would let the final newline through
+        {"build_id": "pr-1\n"},
     ):
         with pytest.raises(ParamValidationError):
             run_dag(pipelines[FULL_DAG_ID], logical_date=NIGHT, run_conf=conf)
