@@ -160,6 +160,7 @@ def site(tmp_path_factory, build_cache, _released_sdk_tarballs, request):
                 "retries": 0,
                 "start_date": "2026-01-01",
                 "branch_lock": {"poke_interval": 3},
+                "preflight": {"min_free_gb": 1, "network": "off"},
                 "pools": {
                     "steps": {"name": "flatcar_build_steps", "slots": 4},
                     "tagging": {"name": "flatcar_tagging", "slots": 1},

@@ -42,6 +42,7 @@ def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
             "retries": 0,
             "start_date": "2026-01-01",
             "step_env": step_env,
+            "preflight": {"min_free_gb": 1, "network": "off"},
         }
         config.write_text(yaml.safe_dump(settings))
 
