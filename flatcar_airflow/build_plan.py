@@ -70,7 +70,10 @@ def _check_params(config: Config, kind: BuildKind, params: Mapping) -> dict:
                 )
         seed = params.get("seed_sdk") or None
         if seed:
-            parse_any(seed)
+            try:
+                parse_any(seed)
+            except (VersionError, ValueError) as err:
+                raise ValueError(f"seed_sdk: {err}") from None
     except (ValueError, VersionError, KeyError, TypeError) as err:
         raise AirflowFailException(f"invalid params: {err}") from None
     return {

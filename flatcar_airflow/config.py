@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .runners import validate_runner_config
 from .runners.base import JOB_NAMESPACE
-from .scripts_repo import check_ref_name
+from .scripts_repo import check_ref_name, check_repo_url
 from .steps import ARCHES
 from .versions import parse_any
 
@@ -71,8 +71,12 @@ def _schedule(value: str | None) -> str | None:
 
 
 class Identity(_Model):
-    name: str = "flatcar-ci"
-    email: str = "infra+ci@flatcar-linux.org"
+    """Author, committer and Signed-off-by of the "New version" commits (one line each, no '<' or '>')."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^<>\x00-\x1f\x7f]+$")] = "flatcar-ci"
+    email: Annotated[str, Field(max_length=200, pattern=r"^[^\s<>@]+@[^\s<>@]+$")] = (
+        "infra+ci@flatcar-linux.org"
+    )
 
 
 class ArchConfig(_Model):
@@ -298,7 +302,7 @@ class Notifications(_Model):
 
     #: An Airflow connection of type smtp; None sends nothing.
     smtp_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
-    from_email: str | None = None
+    from_email: Annotated[str, Field(pattern=r"^[^\s@,;<>]+@[^\s@,;<>]+$", max_length=254)] | None = None
     to: list[Annotated[str, Field(pattern=r"^[^\s@,;<>]+@[^\s@,;<>]+$")]] = Field(default_factory=list)
     #: failure: a build failed; recovery: a build succeeded after the branch's previous one failed.
     events: list[Literal["failure", "recovery"]] = Field(default_factory=lambda: ["failure", "recovery"])
@@ -317,8 +321,8 @@ class Config(_Model):
     scripts_repo: Annotated[str, Field(min_length=1)]
     ci_identity: Identity = Identity()
     buildcache_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "flatcar_buildcache"
-    signing_conn_id: str | None = None
-    secrets_conn_id: str | None = None
+    signing_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)] | None = None
+    secrets_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)] | None = None
     runner: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
     queue: str = "default"
     arches: dict[Literal["amd64", "arm64"], ArchConfig] = Field(
@@ -342,8 +346,20 @@ class Config(_Model):
     @field_validator("scripts_repo")
     @classmethod
     def _repo(cls, value: str) -> str:
-        if value.startswith("-") or any(ch.isspace() for ch in value):
-            raise ValueError("must be a git URL or path without whitespace, not starting with '-'")
+        check_repo_url(value, "scripts_repo")
+        return value
+
+    @field_validator("tagging_cache")
+    @classmethod
+    def _tagging_cache(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value.startswith("/")
+            or ".." in value.split("/")
+            or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value)
+        ):
+            raise ValueError(
+                f"{value[:80]!r} must be an absolute path without '..', whitespace or control characters"
+            )
         return value
 
     @field_validator("runner", mode="before")

@@ -46,6 +46,7 @@ __all__ = [
     "ResolvedRef",
     "ScriptsRepo",
     "check_ref_name",
+    "check_repo_url",
     "checkout_layout",
     "mask_url_credentials",
     "redact_url",
@@ -114,6 +115,32 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+# What git may be pointed at: https/http/ssh/git/file URLs, scp-like user@host:path, paths.
+_REPO_URL = re.compile(
+    r"(?:(?:https?|ssh|git|file)://\S+"  # URLs
+    r"|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:\S+"  # user@host:path
+    r"|/\S*|[A-Za-z0-9._][A-Za-z0-9._/-]*)"  # paths
+)
+
+
+def check_repo_url(url: str, what: str = "scripts repository URL") -> str:
+    """Validate a repository URL before git sees it: no option (``-…``), no ``ext::``/``fd::`` transport
+    (git's ``ext::<command>`` runs a command), no whitespace or control character."""
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"{what} is empty")
+    shown = redact_url(url)[:120]
+    if url.startswith("-"):
+        raise ValueError(f"{what} {shown!r} starts with '-' (git would take it for an option)")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise ValueError(f"{what} {shown!r} contains whitespace or a control character")
+    if "::" in url.split("/", 1)[0] or not _REPO_URL.fullmatch(url):
+        raise ValueError(
+            f"{what} {shown!r} must be an https://, ssh://, git:// or file:// URL, user@host:path, or a "
+            "path (no ext:: or fd:: transport)"
+        )
+    return url
+
+
 def check_ref_name(ref: str, what: str = "ref") -> str:
     """Validate a branch, tag or commit name given by a user before it reaches git."""
     if not isinstance(ref, str) or not ref:
@@ -177,8 +204,7 @@ class ScriptsRepo:
     _repo: git.Repo | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.url or self.url.startswith("-"):
-            raise ValueError(f"scripts repository URL {self.url!r} is empty or starts with '-'")
+        check_repo_url(self.url)
         root = self.cache_dir or Path(
             os.environ.get("FLATCAR_AIRFLOW_CACHE") or Path.home() / ".cache" / "flatcar-airflow"
         )

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from .base import Job, JobOutcome, Runner, RunnerError, job_key
@@ -23,6 +24,15 @@ _KEYS = {
     "docker": {"type", "root", "image", "docker_url", "network_mode", "docker_conn_id"},
 }
 _REQUIRED = {"local": set(), "ssh": {"ssh_conn_id"}, "docker": {"image"}}
+
+
+#: A runner's root directory: it reaches the build host's shell, docker mounts and ssh paths.
+_ROOT = re.compile(r"/[A-Za-z0-9/._+@=,-]*")
+#: A docker image reference: [registry[:port]/]name[:tag][@digest], lower-case path components.
+_IMAGE = re.compile(
+    r"[a-z0-9][a-z0-9._-]*(?::[0-9]+)?(?:/[a-z0-9][a-z0-9._-]*)*"  # [registry[:port]/]name
+    r"(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(?:@sha256:[0-9a-f]{64})?"  # [:tag][@digest]
+)
 
 
 def validate_runner_config(config: Mapping | str) -> dict:
@@ -41,8 +51,18 @@ def validate_runner_config(config: Mapping | str) -> dict:
     if missing:
         raise ValueError(f"runner: a {kind} runner needs {', '.join(sorted(missing))}")
     root = config.get("root", "/var/lib/flatcar-airflow")
-    if not isinstance(root, str) or not root.startswith("/") or ".." in root.split("/"):
-        raise ValueError(f"runner.root {root!r} must be an absolute path without '..'")
+    if not isinstance(root, str) or not _ROOT.fullmatch(root) or ".." in root.split("/"):
+        raise ValueError(
+            f"runner.root {str(root)[:80]!r} must be an absolute path of letters, digits, '/', '.', '_', "
+            "'+', '@', '=', ',' and '-', without '..'"
+        )
+    if kind == "docker":
+        image = config.get("image")
+        if not isinstance(image, str) or not _IMAGE.fullmatch(image):
+            raise ValueError(
+                f"runner.image {str(image)[:80]!r} must be a docker image reference (e.g. "
+                "flatcar-airflow-runner:0.1.0 or registry.example.org/runner@sha256:…)"
+            )
     return {**config, "root": root.rstrip("/") or "/"}
 
 
