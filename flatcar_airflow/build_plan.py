@@ -64,8 +64,9 @@ def _check_params(config: Config, kind: BuildKind, params: Mapping) -> dict:
         for arch in arches:
             missing = [v for v in vendors or [] if v not in config.arches[arch].test_vendors]
             if missing:
+                names = ", ".join(repr(name) for name in missing)
                 raise ValueError(
-                    f"test vendor(s) {', '.join(missing)} have no task for {arch} in this DAG; "
+                    f"test vendor(s) {names} have no task for {arch} in this DAG; "
                     "configure them under arches.<arch>.test_vendors"
                 )
         seed = params.get("seed_sdk") or None

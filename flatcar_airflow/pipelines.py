@@ -211,7 +211,8 @@ def _build_dag(
         checks = _preflight_tasks(config, arches) if config.preflight.enabled else {}
         tag = _tag_task(config, kind, after_checks=bool(checks))(version)
         for check in checks.values():
-            lock >> check >> tag
+            # After the params are judged: a refused run touches no build host.
+            version >> check >> tag
         build = tag
         steps: list = []
         if kind is BuildKind.FULL:

@@ -83,6 +83,8 @@ def test_each_arch_on_its_own_host_gets_its_own_check(tmp_path):
     check = dag.task_dict["arm64.preflight"]
     assert check.queue == "arm64" and check.downstream_task_ids == {"tag"}
     assert dag.task_dict["preflight"].downstream_task_ids == {"tag"}
+    # After the version task: a run whose params are refused touches no build host.
+    assert dag.task_dict["preflight"].upstream_task_ids == check.upstream_task_ids == {"version"}
     assert dag.task_dict["tag"].trigger_rule == "none_failed"
     off = build_dags(parse_config(config_text("x", tmp_path, preflight={"enabled": False})))
     assert "preflight" not in off["flatcar_os_flatcar_4593"].task_dict

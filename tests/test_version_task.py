@@ -43,7 +43,7 @@ def config(tmp_path):
         ({"arches": ["riscv"]}, "arches ['riscv'] are not among"),
         ({"formats": ["qemu_uefi; reboot"]}, "image format 'qemu_uefi; reboot'"),
         ({"formats": ["qemu_uefi\nvmware"]}, "image format"),
-        ({"test_vendors": ["aws"]}, "test vendor(s) aws have no task for amd64"),
+        ({"test_vendors": ["aws"]}, "test vendor(s) 'aws' have no task for amd64"),
         ({"seed_sdk": "4593.0.0$(id)"}, "4593.0.0$(id)"),
     ],
 )

@@ -5,8 +5,9 @@ INPUTS:  the runner configuration of the steps it guards (the same host, queue a
 OUTPUTS: XCom: the report (every check and its level); on failure also ``failure`` (kind ``preflight``,
          the sentence naming every problem), which the summary puts into the manifest and the index.
 
-The pipelines run it right after the branch lock, beside the version task and before the tag, so a host
-that cannot build fails the run in seconds, naming every problem at once, before a version tag exists
+The pipelines run it after the version task (a run with refused params touches no build host) and
+before the tag, so a host that cannot build fails the run in seconds, naming every problem at once,
+before a version tag exists
 (flatcar_airflow/preflight/ does the checking).
 """
 
