@@ -11,13 +11,15 @@ import pytest
 import yaml
 
 from flatcar_airflow.config import ConfigError, parse_config
-from flatcar_airflow.operators import FlatcarStepOperator
+from flatcar_airflow.operators import FlatcarStepOperator, PreflightOperator
 from flatcar_airflow.pipelines import FULL_DAG_ID, build_dags
 
 DOCKER = {"type": "docker", "image": "flatcar-airflow-runner:0.1.0"}
 ARM_HOST = {"type": "ssh", "ssh_conn_id": "arm64_build_host", "root": "/srv/flatcar"}
 #: The tasks that are not steps of one arch: they stay on the default queue, steps with the default runner.
-NOT_PER_ARCH = {"branch_lock", "version", "tag", "summary", "sdk_bootstrap", "sdk_container", "packages_tag"}
+NOT_PER_ARCH = {
+    "branch_lock", "version", "tag", "summary", "preflight", "sdk_bootstrap", "sdk_container", "packages_tag"
+}  # fmt: skip
 
 
 def _config(**overrides):
@@ -37,7 +39,10 @@ def _config(**overrides):
 def _placement(dag) -> dict[str, tuple[str, dict | None]]:
     """task id → (queue, runner configuration or None for a task that is no step)."""
     return {
-        task.task_id: (task.queue, task.runner_config if isinstance(task, FlatcarStepOperator) else None)
+        task.task_id: (
+            task.queue,
+            task.runner_config if isinstance(task, (FlatcarStepOperator, PreflightOperator)) else None,
+        )
         for task in dag.tasks
     }
 
@@ -61,7 +66,8 @@ def test_every_task_goes_to_its_arch_queue_and_runner(dag_id):
         else:
             expected = ("arm64", arm_host)
         assert (queue, runner) == expected, task_id
-    steps = {"packages", "push_packages", "image", "vms", "image_changes"}
+    # Each arch's build host (its own queue) gets its own preflight check (docs/runners.md#preflight).
+    steps = {"preflight", "packages", "push_packages", "image", "vms", "image_changes"}
     assert {t.partition(".")[2] for t in per_arch} == steps | {"test_qemu_uefi", "test_pxe"}
     assert "arm64.test_pxe" not in placement
     first = "sdk_bootstrap" if dag_id == FULL_DAG_ID else "packages_tag"
