@@ -507,7 +507,7 @@ def test_summaries_keep_the_index_and_the_rebuild_command_recovers_it(
     assert entry["commit"] == mini_origin.tag_commit(tag1) and entry["channel"] == "stable"
     assert entry["branch"] == entry["ref"] == BRANCH and entry["run_type"] == "manual"  # dag.test's runs
     assert entry["run_time"] == NIGHT.isoformat() and entry["started_at"] < entry["finished_at"]
-    assert entry["steps"] == {"tag": "success", "packages_tag": "success"}
+    assert entry["steps"] == {"tag": "success", "preflight": "success", "packages_tag": "success"}
     assert {state for arch in ("amd64", "arm64") for state in entry["arches"][arch].values()} == {"success"}
     ver1 = entry["version"]
     assert entry["manifests"] == [f"images/amd64/{ver1}/{MANIFEST}", f"images/arm64/{ver1}/{MANIFEST}"]
