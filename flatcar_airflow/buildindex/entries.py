@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = [
@@ -106,6 +106,16 @@ def _state(record: Any) -> str | None:
     return state if isinstance(state, str) else None
 
 
+def _task_records(manifest: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """``(task id, record)`` of every step in a manifest: ``sdk_bootstrap``, then ``<arch>.<step>``."""
+    for name, record in sorted((manifest.get("steps") or {}).items()):
+        yield name, record
+    for arch, records in sorted((manifest.get("arches") or {}).items()):
+        if isinstance(records, Mapping):
+            for name, record in sorted(records.items()):
+                yield f"{arch}.{name}", record
+
+
 def _failure(task_id: str, record: Any) -> dict[str, str]:
     """``{task_id: cause}`` of a failed step whose cause was recognised (its ``failure.summary``)."""
     failure = record.get("failure") if isinstance(record, Mapping) else None
@@ -159,19 +169,10 @@ def entry_from_manifest(manifest: Mapping[str, Any], manifest_paths: Iterable[st
         if isinstance(records, Mapping)
     }
     failures: dict[str, str] = {}
-    for name, record in sorted((manifest.get("steps") or {}).items()):
-        failures.update(_failure(name, record))
-    for arch, records in sorted((manifest.get("arches") or {}).items()):
-        if isinstance(records, Mapping):
-            for name, record in sorted(records.items()):
-                failures.update(_failure(f"{arch}.{name}", record))
-    durations: dict[str, float] = {}
-    for name, record in sorted((manifest.get("steps") or {}).items()):
-        durations[name] = _seconds(record)
-    for arch, records in sorted((manifest.get("arches") or {}).items()):
-        if isinstance(records, Mapping):
-            for name, record in sorted(records.items()):
-                durations[f"{arch}.{name}"] = _seconds(record)
+    durations: dict[str, float | None] = {}
+    for task_id, record in _task_records(manifest):
+        failures.update(_failure(task_id, record))
+        durations[task_id] = _seconds(record)
     tests = {
         arch: {vendor: _counts(summary) for vendor, summary in sorted(vendors.items())}
         for arch, vendors in sorted((manifest.get("tests") or {}).items())

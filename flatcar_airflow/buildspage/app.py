@@ -126,8 +126,6 @@ def _render(name: str, status_code: int = 200, **values: Any) -> HTMLResponse:
 
 async def _context(request: Request, *, page: bool) -> _Context:
     """The request's context, or the refusal: a redirect to the login page for a page, else 401."""
-    from starlette.concurrency import run_in_threadpool
-
     from .access import login_url, user_or_none
 
     user = await user_or_none(request)
@@ -136,7 +134,7 @@ async def _context(request: Request, *, page: bool) -> _Context:
             next_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             raise _Redirect(login_url(next_url))
         raise HTTPException(401, "Not authenticated: log in to Airflow (the UI, or a token from /auth/token)")
-    return await run_in_threadpool(_Context, request, user)
+    return await _threaded(_Context, request, user)
 
 
 class _Redirect(Exception):
@@ -370,10 +368,11 @@ async def branch_badge(request: Request, branch: str):
     branch = _check_branch(branch.removesuffix(".svg"))
     from ..config import load_config
 
-    if load_config().web.public_badge:
+    config = load_config()
+    if config.web.public_badge:
         from .source import CacheUnreadable
 
-        source = _source(load_config())
+        source = _source(config)
         try:
             entries, _ = await _threaded(source.index, branch)
         except CacheUnreadable:
