@@ -324,6 +324,8 @@ class Retention(_Model):
     schedule: str | None = "0 3 * * *"
     keep: Annotated[int, Field(ge=0, le=100000)] = 50
     min_age_days: Annotated[int, Field(ge=0, le=36500)] = 14
+    #: the default of the DAG's ``apply`` param (what a scheduled run does): false, a dry run
+    apply: bool = False
     #: version tags the builds page pins: never purged
     pinned: list[str] = Field(default_factory=list)
     #: the scripts ref whose garbage_collect.sh runs (default: full.branch)
