@@ -329,3 +329,80 @@ def test_randomized_builds_and_collections(build_cache, mini_origin, connections
             assert why, tag
     assert purged_total >= 4, "the random history purged too little to prove anything"
     assert interrupted
+
+
+def _serialize(dag) -> None:
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(collect_dags=False)
+    bag.bag_dag(dag)
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+def _running_build_run(dag_id: str, run_id: str, tag: str):
+    """A queued-or-running run of a build DAG whose version task chose ``tag`` (as the scheduler has it)."""
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.models.xcom import XComModel
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    serialized = SerializedDagModel.get_dag(dag_id)
+    run = serialized.create_dagrun(
+        run_id=run_id,
+        run_after=NOW,
+        logical_date=None,
+        run_type=DagRunType.MANUAL,
+        triggered_by=DagRunTriggeredByType.TEST,
+        state=DagRunState.RUNNING,
+    )
+    # As the Task SDK stores a task's result (serialized by the worker, not by the model).
+    XComModel.set(
+        "return_value", {"version": tag}, dag_id=dag_id, task_id="version", run_id=run_id, serialize=False
+    )
+    return run
+
+
+def test_the_gc_dag_reports_then_applies_and_spares_a_running_build(
+    run_dag, build_cache, mini_origin, connections, tmp_path
+):
+    from flatcar_airflow.pipelines import FULL_DAG_ID, build_dags
+    from flatcar_airflow.retention.dag import GC_DAG_ID, build_gc_dags
+
+    rng = random.Random(7)
+    world = World(mini_origin, build_cache, tmp_path, rng)
+    running, done, young = world.start("main", 40), world.start("main", 30), world.start("main", 1)
+    for build in (done, young):
+        world.finish(build)
+    config = _config(str(mini_origin.path), tmp_path, keep=0, min_age_days=5)
+    _serialize(build_dags(config)[FULL_DAG_ID])
+    run_id = f"manual__gc-{time.monotonic_ns()}"
+    _running_build_run(FULL_DAG_ID, run_id, running.tag)
+    gc = build_gc_dags(config)[GC_DAG_ID]
+    assert gc.params["apply"] is False and gc.task_dict["garbage_collect"].pool == "flatcar_tagging"
+
+    before = world.snapshot()
+    dry = run_dag(gc)
+    assert dry.get_task_instance("garbage_collect").state == "success"
+    assert world.snapshot() == before
+    report = json.loads(build_cache.fetch(REPORT_PATH))
+    assert report["dry_run"] is True and report["result"] == "dry run"
+    assert done.tag in report["tags_to_delete"] and running.tag not in report["tags_to_delete"]
+    assert report["kept"][running.tag] == f"in use by {FULL_DAG_ID} run {run_id}"
+    assert report["kept"][young.tag] in ("younger than 5 days", "the last successful nightly of main")
+
+    applied = run_dag(gc, run_conf={"apply": True})
+    ti = applied.get_task_instance("garbage_collect")
+    assert ti.state == "success"
+    result = ti.xcom_pull(task_ids="garbage_collect")
+    assert result["result"] == "applied" and result["dry_run"] is False
+    files, tags = world.snapshot()
+    assert done.tag not in tags and not set(done.files) & files
+    assert {running.tag, young.tag} <= tags and set(running.files + young.files) <= files
+    assert result["bytes_freed"] == sum(e["bytes"] for e in result["purge"]) + sum(
+        o["bytes"] for o in result["orphans"]
+    )
+    # The write key never reaches the report.
+    key_line = build_cache.key_file.read_text().splitlines()[1]
+    assert key_line not in json.dumps(result) and key_line not in build_cache.fetch(REPORT_PATH).decode()

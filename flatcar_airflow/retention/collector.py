@@ -130,12 +130,14 @@ def in_use_from_task(ti: Any, dag_ids: Iterable[str]) -> tuple[dict[str, str], d
             if ti.get_dagrun_state(dag_id=dag_id, run_id=run_id) not in _ACTIVE:
                 continue
             who = f"{dag_id} run {run_id}"
-            plan = ti.xcom_pull(dag_id=dag_id, run_id=run_id, task_ids="version") or {}
-            build = ti.xcom_pull(dag_id=dag_id, run_id=run_id, task_ids="tag") or {}
+            plan = ti.xcom_pull(dag_id=dag_id, run_id=run_id, task_ids="version")
+            build = ti.xcom_pull(dag_id=dag_id, run_id=run_id, task_ids="tag")
+            plan = plan if isinstance(plan, Mapping) else {}
+            build = build if isinstance(build, Mapping) else {}
             for tag in (plan.get("version"), build.get("tag")):
                 if isinstance(tag, str) and tag:
                     tags.setdefault(tag, who)
-            versionfile = build.get("versionfile") or {}
+            versionfile = build.get("versionfile") if isinstance(build.get("versionfile"), Mapping) else {}
             for key in ("FLATCAR_VERSION", "FLATCAR_SDK_VERSION"):
                 if isinstance(versionfile.get(key), str):
                     versions.setdefault(versionfile[key], who)
