@@ -15,6 +15,7 @@ garbage_collect.sh, ssh and the build cache server's restricted shell, git push 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import random
 import subprocess
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from connections import CACHE_CONN
+from infra import run_step
 
 from flatcar_airflow.buildindex.store import write_index
 from flatcar_airflow.config import parse_config
@@ -32,7 +35,6 @@ from flatcar_airflow.hooks.buildcache import BuildCacheHook
 from flatcar_airflow.retention.collector import REPORT_PATH, collect
 from flatcar_airflow.runners import make_runner
 from flatcar_airflow.versionfile import VERSIONFILE_PATH, VersionFile
-from tests.connections import CACHE_CONN
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 RELEASED_SDK = "4593.0.0"
@@ -406,3 +408,69 @@ def test_the_gc_dag_reports_then_applies_and_spares_a_running_build(
     # The write key never reaches the report.
     key_line = build_cache.key_file.read_text().splitlines()[1]
     assert key_line not in json.dumps(result) and key_line not in build_cache.fetch(REPORT_PATH).decode()
+
+
+def test_the_mini_garbage_collect_keeps_the_real_interface(build_cache, mini_origin, tmp_path):
+    """Its own KEEP/MIN_AGE_DAYS selection by tag dates, PURGE_VERSIONS without releases,
+    the orphan sweep, and a second run after a first one removed the tag already."""
+    work = mini_origin.clone(tmp_path / "work", "main")
+    now = dt.datetime.now(dt.UTC)
+
+    def tag(name: str, days: int, version: str) -> None:
+        (work / VERSIONFILE_PATH).write_text(VersionFile.create(version, version).render())
+        env = {"GIT_COMMITTER_DATE": (now - dt.timedelta(days=days)).isoformat(), "PATH": "/usr/bin:/bin"}
+        for args in (
+            ["add", VERSIONFILE_PATH],
+            ["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", name],
+        ):
+            subprocess.run(["git", *args], cwd=work, check=True, env=env)
+        subprocess.run(["git", "tag", name], cwd=work, check=True, env=env)
+        subprocess.run(["git", "push", "-q", "origin", name], cwd=work, check=True)
+        for path in (
+            f"images/amd64/{version}/a.bin",
+            f"containers/{version.replace('+', '-')}/flatcar-packages-amd64-x.tar.zst",
+        ):
+            build_cache.path(path).parent.mkdir(parents=True, exist_ok=True)
+            build_cache.path(path).write_text("x")
+
+    builds = {
+        days: (f"main-4{days:03d}.0.0-my-build", f"4{days:03d}.0.0+my-build") for days in (40, 30, 20, 3)
+    }
+    for days, (name, version) in builds.items():
+        tag(name, days, version)
+    mini_origin.git("tag", "-d", "main-4798.0.0-nightly-20260820-2100")  # the template's own nightly
+    build_cache.path("testing/1.2.3+orphan/x.tap").parent.mkdir(parents=True)
+    build_cache.path("testing/1.2.3+orphan/x.tap").write_text("x")
+    build_cache.path("images/amd64/4593.2.4/a.bin").parent.mkdir(parents=True)
+    build_cache.path("images/amd64/4593.2.4/a.bin").write_text("release")
+    gc = functools.partial(
+        run_step,
+        str(mini_origin.path),
+        "main",
+        "garbage_collect.sh",
+        "garbage_collect",
+        cache=build_cache,
+        cwd_root=tmp_path / "steps",
+    )
+
+    # Beyond the newest 1 (the 3-day-old one) and not newer than 10 days: the 40-, 30- and 20-day-old ones.
+    # (DRY_RUN=y is the randomized test's and the DAG test's.)
+    run = gc("1", "10")
+    assert run.returncode == 0, run.output
+    assert "Number of versions to keep: '1'" in run.output
+    gone = [builds[d] for d in (40, 30, 20)]
+    assert not {name for name, _ in gone} & set(mini_origin.tags())
+    assert builds[3][0] in mini_origin.tags() and build_cache.path(f"images/amd64/{builds[3][1]}").exists()
+    for _, version in gone:
+        assert not build_cache.path(f"images/amd64/{version}").exists()
+        assert not build_cache.path(f"containers/{version.replace('+', '-')}").exists()  # rmdir'ed
+    assert not build_cache.path("testing/1.2.3+orphan").exists()
+    assert build_cache.path("images/amd64/4593.2.4/a.bin").read_text() == "release"  # stable-4593.2.4
+
+    purge = gc(env={"PURGE_VERSIONS": f"stable-4593.2.4 {builds[3][0]} {builds[40][0]}"})
+    assert purge.returncode == 0, purge.output
+    assert "Ignoring 'stable-4593.2.4': not a development version" in purge.output
+    assert f"## No tag '{builds[40][0]}' (removed already?)" in purge.output
+    assert "stable-4593.2.4" in mini_origin.tags() and builds[3][0] not in mini_origin.tags()
+    assert not build_cache.path(f"images/amd64/{builds[3][1]}").exists()
+    assert build_cache.path("images/amd64/4593.2.4/a.bin").exists()
