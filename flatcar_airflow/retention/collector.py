@@ -303,9 +303,32 @@ def run_scripts_gc(
         files=files,
         cache=cache,
     )
+    job.secret_env = _secret_env(config, hook)
     runner = runner_factory() if runner_factory else make_runner(config.runner)
     outcome = runner.run(job, on_line, lambda: None)
     return outcome.rc
+
+
+def _secret_env(config: Config, hook: BuildCacheHook) -> dict[str, str]:
+    """``secrets_conn_id``'s variables (the real collector's cloud credentials), masked in the logs."""
+    if not config.secrets_conn_id:
+        return {}
+    import re
+
+    from airflow.sdk.log import mask_secret
+
+    from ..runners.base import JOB_NAMESPACE
+
+    secret_env: dict[str, str] = {}
+    for name, value in type(hook).get_connection(config.secrets_conn_id).extra_dejson.items():
+        mask_secret(str(value))
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)) or str(name).startswith(JOB_NAMESPACE):
+            raise ValueError(
+                f"secrets connection {config.secrets_conn_id!r}: variable {str(name)[:60]!r} is not allowed "
+                f"(a shell variable name, not in the wrapper's {JOB_NAMESPACE}* namespace)"
+            )
+        secret_env[str(name)] = str(value)
+    return secret_env
 
 
 def verify(config: Config, hook: BuildCacheHook, report: Mapping[str, Any]) -> list[str]:
