@@ -150,13 +150,13 @@ class World:
                 path.write_bytes(b"x" * self.rng.randrange(1, 5000))
                 build.files.append(name)
 
-    def finish(self, build: Build) -> None:
+    def finish(self, build: Build, state: str | None = None) -> None:
         while len(build.files) < (5 if build.full else 3) + 2:
             before = len(build.files)
             self.progress(build)
             if len(build.files) == before:
                 break
-        build.state = self.rng.choice(["success", "success", "failed"])
+        build.state = state or self.rng.choice(["success", "success", "failed"])
         self.write_index(build.branch)
 
     def write_index(self, branch: str) -> None:
@@ -366,18 +366,25 @@ def _running_build_run(dag_id: str, run_id: str, tag: str):
     return run
 
 
-def test_the_gc_dag_reports_then_applies_and_spares_a_running_build(
+def test_the_gc_dag_and_command_report_then_apply_and_spare_a_running_build(
     run_dag, build_cache, mini_origin, connections, tmp_path
 ):
+    """The DAG (dry run by default, then applied) and ``flatcar-airflow gc`` (a dry run) see a running
+    build run of the database as in use."""
+    import os
+    import shutil
+    import sys
+
     from flatcar_airflow.pipelines import FULL_DAG_ID, build_dags
     from flatcar_airflow.retention.dag import GC_DAG_ID, build_gc_dags
 
     rng = random.Random(7)
     world = World(mini_origin, build_cache, tmp_path, rng)
     running, done, young = world.start("main", 40), world.start("main", 30), world.start("main", 1)
-    for build in (done, young):
-        world.finish(build)
+    world.finish(done, "failed")  # not the branch's last good nightly
+    world.finish(young)
     config = _config(str(mini_origin.path), tmp_path, keep=0, min_age_days=5)
+    (tmp_path / "flatcar.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     _serialize(build_dags(config)[FULL_DAG_ID])
     run_id = f"manual__gc-{time.monotonic_ns()}"
     _running_build_run(FULL_DAG_ID, run_id, running.tag)
@@ -393,6 +400,19 @@ def test_the_gc_dag_reports_then_applies_and_spares_a_running_build(
     assert done.tag in report["tags_to_delete"] and running.tag not in report["tags_to_delete"]
     assert report["kept"][running.tag] == f"in use by {FULL_DAG_ID} run {run_id}"
     assert report["kept"][young.tag] in ("younger than 5 days", "the last successful nightly of main")
+
+    # The same from a shell: a dry run, the runs in use from the metadata database.
+    exe = shutil.which("flatcar-airflow", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "FLATCAR_AIRFLOW_CONFIG": str(tmp_path / "flatcar.yaml")}
+    bad = subprocess.run([exe, "gc", "--keep", "-1"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and json.loads(bad.stdout)["message"] == "--keep must not be negative"
+    proc = subprocess.run([exe, "gc"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    command = json.loads(proc.stdout)
+    assert command["ok"] is True and command["dry_run"] is True and command["result"] == "dry run"
+    assert command["tags_to_delete"] == report["tags_to_delete"] and command["kept"] == report["kept"]
+    assert f"purge {done.tag}" in proc.stderr  # the report's lines, on standard error
+    assert world.snapshot() == before
 
     applied = run_dag(gc, run_conf={"apply": True})
     ti = applied.get_task_instance("garbage_collect")
