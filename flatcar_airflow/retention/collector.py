@@ -186,7 +186,9 @@ def make_report(
         purged: list[dict[str, Any]] = []
         for tag in decision.purge:
             build = known.get(tag)
-            version = build_of(tag, known).version or ""
+            version = build_of(tag, known).version
+            if not version:  # never: a development tag always has a version number
+                raise RuntimeError(f"no version number for {tag}: refusing to report or remove its paths")
             paths = [
                 {"path": path, "bytes": size}
                 for pattern in version_patterns(version)
