@@ -11,8 +11,8 @@
 #          followed by ` || true` (as garbage_collect.sh sends them): paths under CACHE_DIR, `*` globs
 #          expanded here (never by a shell), and rm/rmdir only of version directories (and what is in
 #          them) of the version areas: sdk/*/V, containers/V, boards/*/V, images/*/V, testing/V,
-#          build-logs/V; a symlink is removed, never followed; anything else, an interactive shell included, is refused with exit status 1 and a
-#          message on stderr.
+#          build-logs/V; a symlink is removed, never followed. Anything else, an interactive shell
+#          included, is refused with exit status 1 and a message on stderr.
 set -euo pipefail
 umask 022
 
@@ -33,7 +33,7 @@ gc_command() {
         tolerant=1
         cmd=${cmd% || true}
     fi
-    local verb
+    local -a verb
     case $cmd in
     "ls -la "*) verb=(ls -la) ;;
     "ls -1 "*) verb=(ls -1) ;;

@@ -52,6 +52,7 @@ REPORT_KIND = "flatcar-airflow-gc-report"
 #: The last collection's report in the build cache (the builds page shows it).
 REPORT_PATH = "flatcar-airflow/gc/report.json"
 _ACTIVE = frozenset({"queued", "running"})
+_FINISHED = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 
 @dataclass(frozen=True)
@@ -125,8 +126,11 @@ def in_use_from_task(ti: Any, dag_ids: Iterable[str]) -> tuple[dict[str, str], d
     tags: dict[str, str] = {}
     versions: dict[str, str] = {}
     for dag_id in dag_ids:
-        states = ti.get_task_states(dag_id=dag_id, task_ids=["version", "tag"])
-        for run_id in states:
+        states = ti.get_task_states(dag_id=dag_id, task_ids=["version", "tag", "summary"])
+        for run_id, tasks in states.items():
+            # A finished summary (the last task, all_done) ends a run: no state request per old run.
+            if (tasks or {}).get("summary") in _FINISHED:
+                continue
             if ti.get_dagrun_state(dag_id=dag_id, run_id=run_id) not in _ACTIVE:
                 continue
             who = f"{dag_id} run {run_id}"
