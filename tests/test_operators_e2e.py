@@ -475,6 +475,8 @@ def test_a_failed_step_names_its_cause_first(
                 scripts_repo=origin,
                 runner={"type": "local", "root": str(tmp_path / "root")},
                 buildcache_conn_id="flatcar_buildcache_no_dns",
+                # curl retries each read for 60 s, as the scripts do: minutes of a name that never resolves
+                env={"MINI_CURL_RETRY_MAX_TIME": "3"},
             )
         run = run_dag(dag, logical_date=None)
 

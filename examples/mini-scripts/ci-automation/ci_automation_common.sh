@@ -16,8 +16,9 @@ source ci-automation/mini_knobs.sh
 : "${TEST_WORK_DIR:=__TESTS__}"
 
 # Options of every HTTPS read from the build cache (connection problems are retried, HTTP errors not).
+# MINI_CURL_RETRY_MAX_TIME (a test knob, ci-automation/mini_knobs.sh) shortens the retries' 60 s.
 CIA_CURL_OPTS=(--fail --silent --show-error --location --retry-delay 1 --retry 60 --retry-connrefused
-    --retry-max-time 60 --connect-timeout 20)
+    --retry-max-time "${MINI_CURL_RETRY_MAX_TIME:-60}" --connect-timeout 20)
 
 # True for 1, true, t, yes, y (any case).
 function bool_is_true() {

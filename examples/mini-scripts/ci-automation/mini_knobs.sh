@@ -13,6 +13,8 @@
 #   MINI_HANG_STEP=<fn>[,<fn>...]        the step starts its container (recorded in ./ci-cleanup.sh) and a
 #                                        child process, prints "mini-scripts: hanging <fn>" and waits forever
 #   MINI_SLOW_STEP=<fn>:<seconds>[,...]  the step sleeps that long first, printing nothing
+#   MINI_CURL_RETRY_MAX_TIME=<seconds>   how long the reads from the build cache retry a connection
+#                                        problem (ci_automation_common.sh; default 60 s, as the scripts)
 #
 # <fn> is the public step function name (sdk_bootstrap, sdk_container_build, packages_tag,
 # packages_build, push_packages, image_build, vm_build, test_run, image_changes). <fn>@<arch> names one
