@@ -1,10 +1,14 @@
 """Flatcar Container Linux builds (flatcar-airflow): the full build of main and one OS-only DAG per
-supported release branch, from the configuration named by FLATCAR_AIRFLOW_CONFIG.
+supported release branch, and the release DAG, from the configuration named by FLATCAR_AIRFLOW_CONFIG.
 
 Parsing reads that YAML file only: no network, git or database access.
 """
 
 from flatcar_airflow.config import load_config
 from flatcar_airflow.pipelines import build_dags
+from flatcar_airflow.release import RELEASE_DAG_ID, release_dag
 
-globals().update(build_dags(load_config()))
+_config = load_config()
+globals().update(build_dags(_config))
+if _config.release.enabled and _config.release.usable_offers:
+    globals()[RELEASE_DAG_ID] = release_dag(_config)
