@@ -80,6 +80,11 @@ def test_a_bad_configuration_is_one_import_error_naming_the_key(tmp_path, monkey
         ({"branch_lock": {"poke_interval": 0}}, "branch_lock.poke_interval: Input should be greater than 0"),
         ({"branch_lock": {"mode": "reschedule"}}, "branch_lock.mode: Extra inputs are not permitted"),
         ({"os": {"arches": ["s390x"]}}, "os.arches.0: Input should be 'amd64' or 'arm64'"),
+        (
+            {"arches": {"amd64": {"sbsign": True}, "arm64": {}}},
+            "arches amd64 sign for Secure Boot (sbsign) but sbsign_conn_id is not set",
+        ),
+        ({"release": {"offers": {"azure": "x"}}}, "release.offers.azure.[key]: Input should be 'aws' or 'gce'"),
     ],
 )
 def test_configuration_errors_name_the_key(tmp_path, overrides, message):
