@@ -162,7 +162,8 @@ def test_a_signed_build_is_released_and_every_refusal_names_its_reason(
         """A dag.test() run logged as a worker logs (with the masker); its output kept for the grep."""
         with _worker_log_processors():
             result = run_dag(dag, logical_date=kwargs.pop("logical_date", None), **kwargs)
-        logs.append(capfd.readouterr().out)
+        captured = capfd.readouterr()
+        logs.append(captured.out + captured.err)
         return result
 
     # 1. The nightly of the release branch, amd64 signed for Secure Boot between image and vms.
@@ -230,6 +231,13 @@ def test_a_signed_build_is_released_and_every_refusal_names_its_reason(
     out = logs[-1]
     assert f"Dry run: {TAG} (a build of {BRANCH}, run {build.run_id}) would be published to aws, gce" in out
     assert not list(cache.root.glob("images/*/*/flatcar_production_ami_*"))
+    plan = dry.get_task_instance("check").xcom_pull(task_ids="check")
+    assert (plan["tag"], plan["branch"], plan["offers"], plan["dry_run"]) == (
+        TAG,
+        BRANCH,
+        ["aws", "gce"],
+        True,
+    )
     assert "releases" not in json.loads(cache.fetch(f"{images}/{MANIFEST}"))
 
     # 4. The release, for real (the miniature's plume): AMI lists in the cache, recorded in the manifests
@@ -262,3 +270,10 @@ def test_a_signed_build_is_released_and_every_refusal_names_its_reason(
     kept += [path.read_text(errors="replace") for path in cache.root.rglob("*.json")]
     leaked = [secret[:12] for secret in secrets if any(secret in text for text in kept)]
     assert not leaked, f"in a task log, XCom, rendered field, manifest or index: {leaked}"
+    # ... nor left on the build host (the job's secret files, job.env and sdk_container/.env are gone).
+    left = [
+        path
+        for path in (tmp_path / "build-root").rglob("*")
+        if path.is_file() and any(secret.encode() in path.read_bytes() for secret in secrets)
+    ]
+    assert not left, left
