@@ -97,8 +97,6 @@ def release_dag(config: Config) -> DAG:
 def _check_task(config: Config):
     @task(task_id="check")
     def check(**context: Any) -> dict:
-        import logging
-
         from airflow.sdk.exceptions import AirflowFailException
 
         from .checks import ReleaseRefused, check_release
@@ -109,7 +107,7 @@ def _check_task(config: Config):
             raise AirflowFailException(f"release refused: {err}") from None
         what = f"{plan['tag']} (a build of {plan['branch']}, run {plan['build_run_id']})"
         where = ", ".join(plan["offers"])
-        log = logging.getLogger("flatcar_airflow.release")
+        log = context["ti"].log  # the task log (a module logger's lines do not reach it)
         if plan["dry_run"]:
             log.info("Dry run: %s would be published to %s; nothing is published", what, where)
         else:
