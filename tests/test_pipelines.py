@@ -84,7 +84,10 @@ def test_a_bad_configuration_is_one_import_error_naming_the_key(tmp_path, monkey
             {"arches": {"amd64": {"sbsign": True}, "arm64": {}}},
             "arches amd64 sign for Secure Boot (sbsign) but sbsign_conn_id is not set",
         ),
-        ({"release": {"offers": {"azure": "x"}}}, "release.offers.azure.[key]: Input should be 'aws' or 'gce'"),
+        (
+            {"release": {"offers": {"azure": "x"}}},
+            "release.offers.azure.[key]: Input should be 'aws' or 'gce'",
+        ),
     ],
 )
 def test_configuration_errors_name_the_key(tmp_path, overrides, message):
