@@ -206,7 +206,7 @@ def test_a_signed_build_is_released_and_every_refusal_names_its_reason(
     _copy_build(hook, cache, failed_manifest, "stable-4593.2.4-nightly-20260822-2100")
     _copy_build(hook, cache, manifest, "stable-4593.2.4-nightly-20260823-2100")  # its artifacts: not there
     refusals = {
-        "stable-4593.9.9": "does not exist: no build of it in the builds index of the release branches "
+        "stable-4593.2.9": "does not exist: no build of it in the builds index of the release branches "
         f"({BRANCH})",
         "main-4799.0.0-nightly-20260821-2100": f"is a build of main, not of a release branch ({BRANCH})",
         "stable-4593.2.4-nightly-20260822-2100": ": its tests did not pass: "
