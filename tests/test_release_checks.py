@@ -72,3 +72,34 @@ def test_each_refusal_names_its_reason_and_a_tested_build_is_planned(builds):
         with pytest.raises(ReleaseRefused) as refused:
             check_release(config, {"offers": ["aws"], **params})
         assert reason in str(refused.value), (reason, str(refused.value))
+
+
+def test_the_release_step_gets_the_chosen_offers_credentials_and_every_other_variable_empty(monkeypatch):
+    import json
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from flatcar_airflow.operators import ReleaseOperator
+    from flatcar_airflow.steps import RELEASE_OFFERS, RELEASE_UNSET
+
+    aws = {name: f"value-of-{name}" for name in RELEASE_OFFERS["aws"]}
+    monkeypatch.setenv("AIRFLOW_CONN_REL_AWS", json.dumps({"conn_type": "generic", "extra": aws}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_REL_GCE",
+        json.dumps({"conn_type": "generic", "extra": {"GCP_JSON_KEY": "k", "OTHER": "x"}}),
+    )
+    operator = ReleaseOperator(
+        task_id="release", build={}, scripts_repo="x", offer_conn_ids={"aws": "rel_aws", "gce": "rel_gce"}
+    )
+    operator.options = {"offers": ["aws"]}
+    secret_env = operator._secret_env({})
+    every = [*RELEASE_OFFERS["aws"], *RELEASE_OFFERS["gce"], *RELEASE_UNSET]
+    assert secret_env == {name: aws.get(name, "") for name in every}
+    assert operator._sdk_env_names(secret_env) == every
+    operator.options = {"offers": ["aws", "gce"]}
+    with pytest.raises(AirflowFailException) as failed:
+        operator._secret_env({})
+    assert str(failed.value) == (
+        "offer gce: connection 'rel_gce' must give GCP_JSON_KEY, GOOGLE_RELEASE_CREDENTIALS; "
+        "missing GOOGLE_RELEASE_CREDENTIALS; unknown OTHER"
+    )
