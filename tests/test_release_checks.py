@@ -103,3 +103,25 @@ def test_the_release_step_gets_the_chosen_offers_credentials_and_every_other_var
         "offer gce: connection 'rel_gce' must give GCP_JSON_KEY, GOOGLE_RELEASE_CREDENTIALS; "
         "missing GOOGLE_RELEASE_CREDENTIALS; unknown OTHER"
     )
+
+
+def test_the_sbsign_step_gets_its_key_and_certificate_as_private_files(monkeypatch):
+    import json
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from flatcar_airflow.operators import SbsignImageOperator
+
+    key, cert = "-----BEGIN PRIVATE KEY-----\nabc\n", "-----BEGIN CERTIFICATE-----\ndef\n"
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SB", json.dumps({"conn_type": "generic", "password": key, "extra": {"cert": cert}})
+    )
+    monkeypatch.setenv("AIRFLOW_CONN_SB_NOCERT", json.dumps({"conn_type": "generic", "password": key}))
+    operator = SbsignImageOperator(task_id="sbsign_image", build={}, scripts_repo="x", sbsign_conn_id="sb")
+    files: dict[str, bytes] = {}
+    assert operator._secret_env(files) == {}
+    assert files == {"secrets/sbsign.key": key.encode(), "secrets/sbsign.crt": cert.encode()}
+    assert "sb" not in operator.template_fields and key not in repr(vars(operator))
+    operator.sbsign_conn_id = "sb_nocert"
+    with pytest.raises(AirflowFailException, match=r"needs password \(the PEM key\) and extra 'cert'"):
+        operator._secret_env({})
