@@ -86,6 +86,8 @@ class ArchConfig(_Model):
     queue: str | None = None
     #: The runner of this arch's step tasks (None: the top-level ``runner``).
     runner: dict[str, Any] | None = None
+    #: Sign the generic image for Secure Boot (``sbsign_image``) before the vendor images.
+    sbsign: bool = False
 
     @field_validator("queue")
     @classmethod
@@ -317,6 +319,23 @@ class Notifications(_Model):
         return self
 
 
+_CONN_ID = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)]
+
+
+class Release(_Model):
+    """The ``flatcar_release`` DAG (docs/release.md): the cloud offers it may publish to, each with the
+    connection of its credentials (None: the offer cannot be chosen)."""
+
+    enabled: bool = True
+    offers: dict[Literal["aws", "gce"], _CONN_ID | None] = Field(
+        default_factory=lambda: {"aws": "flatcar_release_aws", "gce": "flatcar_release_gce"}
+    )
+
+    @property
+    def usable_offers(self) -> list[str]:
+        return [offer for offer, conn_id in self.offers.items() if conn_id]
+
+
 class Retention(_Model):
     """The build cache's retention (docs/retention.md): the ``flatcar_buildcache_gc`` DAG's policy."""
 
@@ -355,6 +374,8 @@ class Config(_Model):
     buildcache_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "flatcar_buildcache"
     signing_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)] | None = None
     secrets_conn_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=250)] | None = None
+    #: The Secure Boot key (password) and certificate (extra ``cert``) of ``arches.<arch>.sbsign``.
+    sbsign_conn_id: _CONN_ID | None = None
     runner: dict[str, Any] = Field(default_factory=lambda: {"type": "local"})
     queue: str = "default"
     arches: dict[Literal["amd64", "arm64"], ArchConfig] = Field(
@@ -374,6 +395,7 @@ class Config(_Model):
     web: Web = Web()
     notifications: Notifications = Notifications()
     preflight: Preflight = Preflight()
+    release: Release = Release()
     retention: Retention = Retention()
 
     @field_validator("scripts_repo")
@@ -430,6 +452,11 @@ class Config(_Model):
             missing = [arch for arch in arches if arch not in self.arches]
             if missing:
                 raise ValueError(f"{where} names {', '.join(missing)}, which has no entry under 'arches'")
+        signed = [arch for arch, conf in self.arches.items() if conf.sbsign]
+        if signed and not self.sbsign_conn_id:
+            raise ValueError(
+                f"arches {', '.join(signed)} sign for Secure Boot (sbsign) but sbsign_conn_id is not set"
+            )
         if self.full.enabled and self.full.branch in self.os.branches:
             # Two DAGs of one branch would tag the same nightly versions and each hold only its own
             # branch lock.

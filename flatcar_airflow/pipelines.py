@@ -5,8 +5,9 @@ git or database access. Their shape::
 
     branch_lock → version → tag → [sdk_bootstrap → sdk_container →]         (full builds only)
         per arch: packages_<arch> → push_packages_<arch>
-                                  → image_<arch> → vms_<arch> → test_<arch>_<vendor> (one per vendor)
+                                  → image_<arch> [→ sbsign_image_<arch>] → vms_<arch> → test_<arch>_<vendor>
                                                  → image_changes_<arch>
+        (one test task per vendor; sbsign_image where ``arches.<arch>.sbsign`` is true)
     → summary (always: writes the build manifest; fails the run if a step failed)
 
 ``branch_lock`` waits while another run of the DAG (a backfill's, say) builds the branch;
@@ -36,6 +37,7 @@ from .operators import (
     PackagesTagOperator,
     PreflightOperator,
     PushPackagesOperator,
+    SbsignImageOperator,
     SdkBootstrapOperator,
     SdkContainerOperator,
     TestsOperator,
@@ -241,11 +243,24 @@ def _build_dag(
                 image = ImageOperator(
                     task_id="image", build=build, arch=arch, inputs=packages.output, **on_arch
                 )
+                signed = image
+                if config.arches[arch].sbsign:
+                    # Secure Boot: the signed image replaces the unsigned one before anything uses it.
+                    signed = SbsignImageOperator(
+                        task_id="sbsign_image",
+                        build=build,
+                        arch=arch,
+                        inputs=image.output,
+                        sbsign_conn_id=config.sbsign_conn_id,
+                        **on_arch,
+                    )
+                    image >> signed
+                    steps.append(signed)
                 vms = VendorImagesOperator(
-                    task_id="vms", build=build, arch=arch, formats=None, inputs=image.output, **on_arch
+                    task_id="vms", build=build, arch=arch, formats=None, inputs=signed.output, **on_arch
                 )
                 first >> packages >> [push, image]
-                image >> vms
+                signed >> vms
                 steps += [packages, push, image, vms]
                 for vendor in config.arches[arch].test_vendors:
                     test = TestsOperator(

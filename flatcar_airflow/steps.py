@@ -17,7 +17,17 @@ from .artifacts import ArtifactRef, binpkgs, container, generic_image, image_fil
 from .versionfile import VersionFile
 from .versions import FlatcarVersion, check_safe_string, parse_any, parse_tag
 
-__all__ = ["ARCHES", "STEPS", "BuildContext", "Step", "expand_formats", "tap_summary"]
+__all__ = [
+    "AMI_LISTS",
+    "ARCHES",
+    "RELEASE_OFFERS",
+    "RELEASE_UNSET",
+    "STEPS",
+    "BuildContext",
+    "Step",
+    "expand_formats",
+    "tap_summary",
+]
 
 ARCHES = ("amd64", "arm64")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
@@ -264,6 +274,72 @@ class Image(Step):
         ]
 
 
+class SbsignImage(Step):
+    """Secure Boot signing of the generic image: the signed image, kernel and GRUB replace the unsigned
+    files in the image's cache directory (the vendor images and tests that follow use them)."""
+
+    name = "sbsign_image"
+    script = "ci-automation/sbsign_image.sh"
+    function = "sbsign_image"
+    #: What the signing writes next to the image, besides the image itself (the GRUB file is new: its
+    #: presence says the image in the cache is the signed one).
+    SIGNED_FILES: ClassVar[tuple[str, ...]] = (
+        "flatcar_production_image.vmlinuz",
+        "flatcar_production_image.grub",
+    )
+
+    def inputs(self, ctx, options):
+        return [generic_image(ctx.os, ctx.require_arch())]
+
+    def outputs(self, ctx, options):
+        arch = ctx.require_arch()
+        return [generic_image(ctx.os, arch)] + [
+            image_file(ctx.os, arch, name, "secure-boot") for name in self.SIGNED_FILES
+        ]
+
+
+#: Cloud offers ``release_build`` publishes, and the variables that carry each one's credentials
+#: (ci-automation/release.sh's OPTIONAL INPUT).
+RELEASE_OFFERS: dict[str, tuple[str, ...]] = {
+    "aws": (
+        "AWS_CREDENTIALS",
+        "AWS_MARKETPLACE_CREDENTIALS",
+        "AWS_MARKETPLACE_ARN",
+        "AWS_CLOUDFORMATION_CREDENTIALS",
+    ),
+    "gce": ("GCP_JSON_KEY", "GOOGLE_RELEASE_CREDENTIALS"),
+}
+#: Variables release.sh reads (under ``set -u``) that no offer of ours sets: given empty, which the
+#: script reads as "not configured" (no bucket copy, no SDK push).
+RELEASE_UNSET: tuple[str, ...] = ("RCLONE_CONFIGURATION_FILE", "REGISTRY_USERNAME", "REGISTRY_PASSWORD")
+#: The files release_build pushes next to the images for AWS (the AMI lists).
+AMI_LISTS = ("flatcar_production_ami_all.json", "flatcar_production_ami_hvm.txt")
+
+
+class Release(Step):
+    """``release_build``: publish a tested build from the cache to the cloud offers (mantle's plume)."""
+
+    name = "release"
+    script = "ci-automation/release.sh"
+    function = "release_build"
+    per_arch = False
+
+    def validate(self, ctx, options):
+        offers = options.get("offers")
+        if not offers or any(offer not in RELEASE_OFFERS for offer in offers):
+            raise ValueError(f"release needs offers among {', '.join(RELEASE_OFFERS)}, got {offers!r}")
+        if not options.get("arches") or any(arch not in ARCHES for arch in options["arches"]):
+            raise ValueError(f"release needs the build's arches, got {options.get('arches')!r}")
+
+    def inputs(self, ctx, options):
+        return [generic_image(ctx.os, arch) for arch in options["arches"]]
+
+    def outputs(self, ctx, options):
+        if "aws" not in options["offers"]:
+            return []
+        return [image_file(ctx.os, arch, name, "release") for arch in options["arches"] for name in AMI_LISTS]
+
+
 class VendorImages(Step):
     name = "vms"
     script = "ci-automation/vms.sh"
@@ -359,8 +435,10 @@ STEPS: dict[str, Step] = {
         Packages(),
         PushPackages(),
         Image(),
+        SbsignImage(),
         VendorImages(),
         Tests(),
         ImageChanges(),
+        Release(),
     )
 }

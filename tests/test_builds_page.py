@@ -67,6 +67,11 @@ def page_env(build_cache, airflow_db, tmp_path_factory):
             flaky_tests=("cl.basic",),
         ),
     ] + [sample_manifest("main", n, channel="main", base="4901.0.0", run_type="backfill") for n in range(7)]
+    # The first build was released (flatcar_release's record, docs/release.md).
+    manifests[0]["releases"] = [
+        {"dag_id": "flatcar_release", "run_id": "manual__release-1", "offers": ["aws", "gce"],
+         "published_at": "2026-11-10T09:30:00+00:00", "artifacts": []}
+    ]  # fmt: skip
     entries = write_builds(build_cache.root, manifests)
     directory = tmp_path_factory.mktemp("builds-page")
     config = directory / "flatcar.yaml"
@@ -200,6 +205,16 @@ def test_builds_are_listed_by_branch_and_channel_newest_first_with_filters_and_p
     assert [row["data-state"] for row in elements(form.text, "tr", "build")] == ["failed"]
     assert _get(page_env, "/flatcar/?state=exploded").status_code == 422
     assert _get(page_env, "/flatcar/?branch=../../etc").status_code == 422
+
+
+def test_a_released_build_says_where_it_was_published(page_env):
+    released, other = page_env["entries"]["flatcar-4593"][-1], page_env["entries"]["flatcar-4593"][0]
+    assert released["released"] == {"offers": ["aws", "gce"], "at": "2026-11-10T09:30:00+00:00",
+                                    "run_id": "manual__release-1"}  # fmt: skip
+    text = _get(page_env, f"/flatcar/builds/{released['version_tag']}").text
+    row = re.search(r'<tr id="released"><th>Released</th><td>(.*?)</td></tr>', text)
+    assert row and row.group(1) == "to aws, gce · 2026-11-10 09:30:00 · run <code>manual__release-1</code>"
+    assert 'id="released"' not in _get(page_env, f"/flatcar/builds/{other['version_tag']}").text
 
 
 def test_a_build_page_shows_artifacts_tests_and_what_changed(page_env):

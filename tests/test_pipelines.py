@@ -48,7 +48,12 @@ def test_dag_files_load_without_import_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("FLATCAR_AIRFLOW_CONFIG", str(config))
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {FULL_DAG_ID, "flatcar_os_flatcar_4593", "flatcar_buildcache_gc"}
+    assert set(bag.dag_ids) == {
+        FULL_DAG_ID,
+        "flatcar_os_flatcar_4593",
+        "flatcar_buildcache_gc",
+        "flatcar_release",
+    }
 
 
 def test_the_shipped_default_configuration_loads(monkeypatch):
@@ -80,6 +85,14 @@ def test_a_bad_configuration_is_one_import_error_naming_the_key(tmp_path, monkey
         ({"branch_lock": {"poke_interval": 0}}, "branch_lock.poke_interval: Input should be greater than 0"),
         ({"branch_lock": {"mode": "reschedule"}}, "branch_lock.mode: Extra inputs are not permitted"),
         ({"os": {"arches": ["s390x"]}}, "os.arches.0: Input should be 'amd64' or 'arm64'"),
+        (
+            {"arches": {"amd64": {"sbsign": True}, "arm64": {}}},
+            "arches amd64 sign for Secure Boot (sbsign) but sbsign_conn_id is not set",
+        ),
+        (
+            {"release": {"offers": {"azure": "x"}}},
+            "release.offers.azure.[key]: Input should be 'aws' or 'gce'",
+        ),
     ],
 )
 def test_configuration_errors_name_the_key(tmp_path, overrides, message):

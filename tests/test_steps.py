@@ -247,3 +247,17 @@ def test_job_key_is_stable_and_safe():
 def test_runner_configuration_errors_name_the_key(config, message):
     with pytest.raises(ValueError, match=message):
         validate_runner_config(config)
+
+
+def test_sdk_env_names_reach_the_wrapper_and_must_be_in_the_job_environment():
+    job = Job(key="k", attempt=1, origin="o", ref="main-1.0.0", script="s.sh", function="f", args=[],
+              secret_env={"AWS_CREDENTIALS": "c2VjcmV0", "GCP_JSON_KEY": ""},
+              sdk_env=["AWS_CREDENTIALS", "GCP_JSON_KEY"])  # fmt: skip
+    assert "FLATCAR_JOB_SDK_ENV=(AWS_CREDENTIALS GCP_JSON_KEY)\n" in render_job_env(
+        job, mirror="/m", workspace="/w"
+    )
+    job.sdk_env.append("NOT_GIVEN")
+    with pytest.raises(
+        ValueError, match=r"sdk_container/\.env variable 'NOT_GIVEN' is not in the job's environment"
+    ):
+        render_job_env(job, mirror="/m", workspace="/w")

@@ -148,6 +148,18 @@ def _channel(tag: str) -> str | None:
     return channel if sep and channel.isalpha() else None
 
 
+def _released(releases: Any) -> dict[str, Any] | None:
+    """What the release runs (flatcar_airflow/release/) published: every offer, the last run and time."""
+    if not isinstance(releases, list):
+        return None
+    records = [item for item in releases if isinstance(item, Mapping)]
+    if not records:
+        return None
+    offers = sorted({str(offer) for item in records for offer in item.get("offers") or []})
+    last = records[-1]
+    return {"offers": offers, "at": last.get("published_at"), "run_id": last.get("run_id")}
+
+
 def entry_from_manifest(manifest: Mapping[str, Any], manifest_paths: Iterable[str]) -> dict[str, Any]:
     """One build's index entry: who, what, when, the states per step and arch, the test counts.
 
@@ -178,7 +190,9 @@ def entry_from_manifest(manifest: Mapping[str, Any], manifest_paths: Iterable[st
         for arch, vendors in sorted((manifest.get("tests") or {}).items())
         if isinstance(vendors, Mapping)
     }
+    released = _released(manifest.get("releases"))
     return {
+        **({"released": released} if released else {}),
         "version_tag": tag,
         "version": versionfile.get("FLATCAR_VERSION"),
         "sdk_version": versionfile.get("FLATCAR_SDK_VERSION"),

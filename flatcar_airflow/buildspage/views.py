@@ -378,6 +378,8 @@ def build_detail(
         "started_at": entry.get("started_at"),
         "tag_action": tag_record.get("action") if isinstance(manifest.get("tag"), Mapping) else None,
         "manifest_found": bool(manifest),
+        # What flatcar_release published (docs/release.md): offers, time, the release's DAG run.
+        "released": entry.get("released") if isinstance(entry.get("released"), Mapping) else None,
         "manifest_urls": [links.cache_url(path) for path in entry.get("manifests") or []],
         "artifacts_list": artifacts,
         "steps": steps,

@@ -49,7 +49,9 @@ _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REPORT_LINES = 20000
 #: The last lines of a step searched for the cause of its failure.
 _TAIL_LINES = 400
-_NO_RERUN_SKIP = {"test", "packages_tag", "image_changes"}
+#: Steps that always run: their outputs' presence does not say their work is done (a release to a new
+#: offer, say, finds the AMI lists of an earlier one).
+_NO_RERUN_SKIP = {"test", "packages_tag", "image_changes", "release"}
 
 
 class FlatcarStepOperator(BaseOperator):
@@ -341,6 +343,7 @@ class FlatcarStepOperator(BaseOperator):
             files=files,
             cache=cache,
             keep_workspace=self.keep_workspace,
+            sdk_env=self._sdk_env_names(secret_env),
         )
 
     def _secret_env(self, files: dict[str, bytes]) -> dict[str, str]:
@@ -367,6 +370,10 @@ class FlatcarStepOperator(BaseOperator):
             secret_env["SIGNER"] = conn.login
             files["secrets/signing.key"] = conn.password.encode()
         return secret_env
+
+    def _sdk_env_names(self, secret_env: Mapping[str, str]) -> list[str]:
+        """Variables also written to the work tree's ``sdk_container/.env`` (none; the release's)."""
+        return []
 
     def _store_report(
         self, hook: BuildCacheHook, spec: Step, ctx: BuildContext, lines: list[str]

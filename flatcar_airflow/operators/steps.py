@@ -4,8 +4,13 @@ VER/SDKVER in version.txt form, DV in docker form)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from ..steps import RELEASE_OFFERS, RELEASE_UNSET
 from .step import FlatcarStepOperator
 
 __all__ = [
@@ -14,6 +19,8 @@ __all__ = [
     "PackagesOperator",
     "PackagesTagOperator",
     "PushPackagesOperator",
+    "ReleaseOperator",
+    "SbsignImageOperator",
     "SdkBootstrapOperator",
     "SdkContainerOperator",
     "TestsOperator",
@@ -88,6 +95,104 @@ class ImageOperator(FlatcarStepOperator):
     """
 
     step_name = "image"
+
+
+class SbsignImageOperator(FlatcarStepOperator):
+    """``sbsign_image ARCH`` (ci-automation/sbsign_image.sh): the generic image signed for Secure Boot.
+
+    The key material comes from the connection ``sbsign_conn_id``: password = the PEM private key, extra
+    ``cert`` = the PEM certificate. They reach the step as the private job files the wrapper names in
+    ``SBSIGN_KEY`` and ``SBSIGN_CERT``; the key is masked (whole and line by line) and is in no XCom,
+    rendered field or manifest (only the connection id is a field).
+
+    INPUTS:  images/<arch>/<VER>/flatcar_production_image.bin.bz2, the SDK container for ARCH.
+    OUTPUTS: images/<arch>/<VER>/: flatcar_production_image.bin.bz2 (signed, replacing the unsigned one),
+             flatcar_production_image.vmlinuz and .grub (the signed kernel and GRUB), their DIGESTS.
+    """
+
+    step_name = "sbsign_image"
+
+    def __init__(self, *, sbsign_conn_id: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.sbsign_conn_id = sbsign_conn_id
+
+    def _secret_env(self, files: dict[str, bytes]) -> dict[str, str]:
+        from airflow.sdk.log import mask_secret
+
+        secret_env = super()._secret_env(files)
+        conn = BaseHook.get_connection(self.sbsign_conn_id)
+        cert = conn.extra_dejson.get("cert")
+        if not conn.password or not isinstance(cert, str) or not cert.strip():
+            raise AirflowFailException(
+                f"Secure Boot connection {self.sbsign_conn_id!r} needs password (the PEM key) and extra "
+                "'cert' (the PEM certificate)"
+            )
+        mask_secret(conn.password)
+        files["secrets/sbsign.key"] = conn.password.encode()
+        files["secrets/sbsign.crt"] = cert.encode()
+        return secret_env
+
+
+class ReleaseOperator(FlatcarStepOperator):
+    """``release_build`` (ci-automation/release.sh): a tested build published to the cloud offers.
+
+    ``build`` is the release's checked plan (flatcar_airflow/release/): the tag task's fields plus
+    ``offers``, ``arches`` and ``dry_run``. A dry run skips this task: nothing is published. The
+    credentials of each chosen offer come from its connection (``offer_conn_ids``; extra = a JSON object
+    of the offer's variables, :data:`~flatcar_airflow.steps.RELEASE_OFFERS`), masked, and reach the step
+    as environment and in the work tree's ``sdk_container/.env`` (where release.sh and its mantle
+    container read them); every other credential variable of the script is given empty.
+
+    INPUTS:  images/<arch>/<VER>/ of every arch of the build (the vendor images plume publishes).
+    OUTPUTS: the cloud images (plume); for aws, images/<arch>/<VER>/flatcar_production_ami_{all.json,hvm.txt}.
+    """
+
+    step_name = "release"
+
+    def __init__(self, *, offer_conn_ids: Mapping[str, str | None], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.offer_conn_ids = dict(offer_conn_ids)
+
+    def execute(self, context) -> dict:
+        plan = self.build if isinstance(self.build, Mapping) else {}
+        if plan.get("dry_run"):
+            raise AirflowSkipException(
+                f"dry run: {plan.get('tag')} would be published to {', '.join(plan.get('offers') or [])}"
+            )
+        self.options = {**self.options, "offers": plan.get("offers"), "arches": plan.get("arches")}
+        return super().execute(context)
+
+    def _secret_env(self, files: dict[str, bytes]) -> dict[str, str]:
+        from airflow.sdk.log import mask_secret
+
+        secret_env = super()._secret_env(files)
+        chosen = list(self.options.get("offers") or [])
+        for offer, names in RELEASE_OFFERS.items():
+            values: dict[str, Any] = {}
+            if offer in chosen:
+                conn_id = self.offer_conn_ids.get(offer)
+                if not conn_id:
+                    raise AirflowFailException(f"offer {offer}: no connection configured (release.offers)")
+                values = dict(BaseHook.get_connection(conn_id).extra_dejson)
+                for value in values.values():
+                    mask_secret(str(value))
+                unknown = sorted(set(values) - set(names))
+                missing = [name for name in names if not values.get(name)]
+                if unknown or missing:
+                    raise AirflowFailException(
+                        f"offer {offer}: connection {conn_id!r} must give {', '.join(names)}"
+                        + (f"; missing {', '.join(missing)}" if missing else "")
+                        + (f"; unknown {', '.join(name[:40] for name in unknown)}" if unknown else "")
+                    )
+            for name in names:
+                secret_env[name] = str(values.get(name, ""))
+        for name in RELEASE_UNSET:
+            secret_env.setdefault(name, "")
+        return secret_env
+
+    def _sdk_env_names(self, secret_env: Mapping[str, str]) -> list[str]:
+        names = [name for offer in RELEASE_OFFERS.values() for name in offer]
+        return names + list(RELEASE_UNSET)
 
 
 class VendorImagesOperator(FlatcarStepOperator):

@@ -91,6 +91,9 @@ class Job:
     files: dict[str, bytes] = field(default_factory=dict)  # relative to the job dir, written 0600
     cache: Mapping[str, str] = field(default_factory=dict)  # server, port, user, path_prefix
     keep_workspace: bool = False
+    #: Names of ``env``/``secret_env`` variables the wrapper also writes to the work tree's
+    #: ``sdk_container/.env``, where the scripts' containers read their credentials (release.sh).
+    sdk_env: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -180,6 +183,11 @@ def render_job_env(job: Job, *, mirror: str, workspace: str) -> str:
         "FLATCAR_JOB_ARGS=(" + " ".join(q(arg) for arg in job.args) + ")",
         f"FLATCAR_JOB_KEEP_WORKSPACE={1 if job.keep_workspace else 0}",
     ]
+    variables = {**job.env, **job.secret_env}
+    for name in job.sdk_env:
+        if name not in variables:
+            raise ValueError(f"sdk_container/.env variable {name!r} is not in the job's environment")
+    lines.append("FLATCAR_JOB_SDK_ENV=(" + " ".join(q(name) for name in job.sdk_env) + ")")
     for name, pattern in _CACHE_VALUES.items():
         value = str(job.cache.get(name) or "")
         if value and (not pattern.fullmatch(value) or ".." in value.split("/")):

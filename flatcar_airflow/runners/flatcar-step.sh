@@ -7,10 +7,11 @@
 # INPUTS (JOB_DIR, written by flatcar-airflow's runner; the directory is private to the job):
 #   job.env      shell assignments, every value quoted by flatcar-airflow (one place, shlex.quote):
 #                FLATCAR_JOB_ORIGIN, _REF, _MIRROR, _WORKSPACE, _SCRIPT, _FUNCTION, _ARGS (array),
-#                _KEEP_WORKSPACE, _CACHE_PATH_PREFIX, _CACHE_USER, _CACHE_SERVER, _CACHE_PORT,
+#                _KEEP_WORKSPACE, _SDK_ENV (names written to sdk_container/.env), _CACHE_PATH_PREFIX, _CACHE_USER, _CACHE_SERVER, _CACHE_PORT,
 #                plus exported step variables (BUILDCACHE_SERVER, CURL_CA_BUNDLE, SIGNER, ...)
 #   ssh/id       optional private key for the build cache (loaded into a private ssh-agent)
 #   secrets/signing.key  optional signing key, given to the step as SIGNING_KEY
+#   secrets/sbsign.{key,crt}  optional Secure Boot key and certificate, given as SBSIGN_KEY, SBSIGN_CERT
 #   ssl/ca.pem   optional CA certificates of the build cache's HTTPS server, given as CURL_CA_BUNDLE
 # OUTPUTS (JOB_DIR):
 #   pid          this wrapper's pid (also its process group: the runner starts it in a new session)
@@ -203,6 +204,20 @@ if [[ -f $job/ssl/ca.pem ]]; then
 fi
 if [[ -f $job/secrets/signing.key ]]; then
     export SIGNING_KEY=$job/secrets/signing.key
+fi
+# The Secure Boot key and certificate (sbsign_image), as the files the SDK reads.
+if [[ -f $job/secrets/sbsign.key ]]; then
+    export SBSIGN_KEY=$job/secrets/sbsign.key SBSIGN_CERT=$job/secrets/sbsign.crt
+fi
+# Variables the step's containers read from sdk_container/.env (the release's cloud credentials): the
+# file is private to the work tree, which is removed after the step.
+if [[ -n ${FLATCAR_JOB_SDK_ENV[*]:-} ]]; then
+    (
+        umask 077
+        for name in "${FLATCAR_JOB_SDK_ENV[@]}"; do
+            printf 'export %s=%q\n' "$name" "${!name-}"
+        done >"$ws/sdk_container/.env"
+    ) || fail "cannot write sdk_container/.env"
 fi
 if [[ -n ${FLATCAR_JOB_CACHE_PORT:-} ]]; then
     # ssh_config is line-based: a newline or a space in a value would add options (a ProxyCommand).

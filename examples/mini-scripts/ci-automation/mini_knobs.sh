@@ -17,7 +17,8 @@
 #                                        problem (ci_automation_common.sh; default 60 s, as the scripts)
 #
 # <fn> is the public step function name (sdk_bootstrap, sdk_container_build, packages_tag,
-# packages_build, push_packages, image_build, vm_build, test_run, image_changes). <fn>@<arch> names one
+# packages_build, push_packages, image_build, sbsign_image, vm_build, test_run, image_changes,
+# release_build). <fn>@<arch> names one
 # architecture's run of a per-arch step (packages_build@arm64: arm64 fails, amd64 builds); it never
 # matches the steps that take no arch (sdk_bootstrap, sdk_container_build, packages_tag).
 # MINI_FLAKY_TESTS and MINI_BROKEN_TESTS (the fake kola's test results) are read by
