@@ -19,6 +19,7 @@ HEAVY = (
     "docker",
     "paramiko",
     "tap",
+    "filelock",
     "requests",
     "smtplib",
     "aiosmtpd",
