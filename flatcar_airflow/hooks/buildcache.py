@@ -186,8 +186,10 @@ class BuildCacheHook(BaseHook):
     conn_type = "flatcar_buildcache"
     hook_name = "Flatcar build cache"
 
-    #: Concurrent HTTP requests for batched checks.
-    concurrency = 16
+    #: Concurrent HTTP requests for batched checks, over keep-alive connections of one client. On
+    #: loopback or a LAN a check costs CPU, not waiting: 200 checks took 0.68 times as long with 8 as
+    #: with 16 on 2 cores (docs/benchmarks.md); 8 connections still overlap a WAN's round trips.
+    concurrency = 8
 
     def __init__(self, buildcache_conn_id: str = default_conn_name, **kwargs) -> None:
         super().__init__(**kwargs)
