@@ -1,9 +1,12 @@
 """Benchmark: parsing dags/flatcar.py as the dag-processor does, against a same-shaped file of EmptyOperators.
 
-The dag-processor parses a DAG file in a child process that has Airflow imported but not the DAG file's
-modules: ``BundleDagBag(dag_folder=<file>, load_op_links=False)`` (airflow/dag_processing/processor.py).
-Each measurement here is one fresh interpreter that imports Airflow's DagBag, then times that one call
-(the interpreter's own start and Airflow's import are not counted: the dag-processor pays them once).
+The dag-processor parses a DAG file in a child process forked from its manager, which has Airflow
+imported and, first, imports the ``airflow.*`` modules the DAG file names (``[dag_processor]
+parsing_pre_import_modules``); the child runs ``BundleDagBag(dag_folder=<file>, load_op_links=False)``
+(airflow/dag_processing/processor.py). So does this benchmark: one parent interpreter imports Airflow's
+DagBag, pre-imports the file's Airflow modules with Airflow's own function, forks, and the child times
+that one call (the interpreter's start and Airflow's import are not counted: the dag-processor pays
+them once).
 
 The baseline is generated in the same run from the DagBag of the real file: the same DAG ids, the same
 number of tasks in each DAG, all ``EmptyOperator`` in a chain. Real and baseline are measured in turn
@@ -39,8 +42,18 @@ except ImportError:  # an Airflow without bundles
     bundle = False
 
 
+try:
+    from airflow.dag_processing.processor import _pre_import_airflow_modules
+except ImportError:  # an Airflow without it
+    _pre_import_airflow_modules = None
+
+
 def parse(path, config):
-    # In a forked child, as the dag-processor parses: Airflow imported, the DAG file's modules not.
+    # In a forked child, as the dag-processor parses: Airflow imported, and the airflow.* modules the
+    # DAG file names imported in the parent first ([dag_processor] parsing_pre_import_modules).
+    if _pre_import_airflow_modules is not None:
+        import structlog
+        _pre_import_airflow_modules(path, structlog.get_logger())
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -51,7 +64,11 @@ def parse(path, config):
         started = time.perf_counter()
         bag = Bag(dag_folder=path, **kwargs) if bundle else Bag(dag_folder=path, include_examples=False)
         seconds = time.perf_counter() - started
+        params = {d: {k: v.dump() for k, v in bag.dags[d].params.items()} for d in bag.dags}
+        decorated = {d: sum(type(t).__name__ == "_PythonDecoratedOperator" for t in bag.dags[d].tasks)
+                     for d in bag.dags}
         out = {"seconds": seconds, "dags": {d: len(bag.dags[d].tasks) for d in sorted(bag.dags)},
+               "params": params, "decorated": decorated,
                "errors": {str(k): str(v)[-2000:] for k, v in bag.import_errors.items()}}
         os.write(write, json.dumps(out).encode())
         os._exit(0)
@@ -108,6 +125,26 @@ for dag_id, count in SHAPE.items():
 '''
 
 
+FEATURES = '''"""The parse benchmark's second baseline: the same shape with what Airflow charges for
+the features the pipelines use: the same DAG params (UI trigger form) and as many @task tasks."""
+import datetime
+from airflow.sdk import DAG, Param, chain, task
+from airflow.providers.standard.operators.empty import EmptyOperator
+
+SHAPE = {shape!r}
+DECORATED = {decorated!r}
+PARAMS = {params!r}
+for dag_id, count in SHAPE.items():
+    params = {{k: Param(v["value"], description=v["description"], **v["schema"])
+              for k, v in PARAMS[dag_id].items()}}
+    start = datetime.datetime(2026, 1, 1)
+    with DAG(dag_id, schedule=None, start_date=start, catchup=False, params=params) as dag:
+        tasks = [task(task_id=f"py_{{n}}")(lambda: None)() for n in range(DECORATED[dag_id])]
+        chain(*tasks, *[EmptyOperator(task_id=f"task_{{n}}") for n in range(count - len(tasks))])
+    globals()[dag_id] = dag
+'''
+
+
 def write_config(path: Path, branches: int) -> None:
     """The full build of main plus ``branches`` OS-only release branches, no schedules."""
     path.write_text(
@@ -149,10 +186,21 @@ def measure(parser: Parser, branches: int, runs: int, work: Path) -> dict:
     baseline.write_text(BASELINE.format(dags=len(shape), shape=shape))
     if parser.parse(baseline, config)["dags"] != shape:
         raise RuntimeError("the baseline file has another shape than the DAG file")
+    first = parser.parse(DAG_FILE, config)
+    features = work / f"features_{branches}" / "features_dags.py"
+    features.parent.mkdir(parents=True, exist_ok=True)
+    features.write_text(FEATURES.format(shape=shape, decorated=first["decorated"], params=first["params"]))
+    if parser.parse(features, config)["dags"] != shape:
+        raise RuntimeError("the features baseline has another shape than the DAG file")
     real, base, ratio = paired(
         lambda: parser.parse(DAG_FILE, config)["seconds"],
         lambda: parser.parse(baseline, config)["seconds"],
         runs,
+    )
+    _, feat, feature_ratio = paired(
+        lambda: parser.parse(DAG_FILE, config)["seconds"],
+        lambda: parser.parse(features, config)["seconds"],
+        max(2, runs // 2),
     )
     return {
         "branches": branches,
@@ -161,6 +209,8 @@ def measure(parser: Parser, branches: int, runs: int, work: Path) -> dict:
         "real": real,
         "baseline": base,
         "ratio": ratio,
+        "features": feat,
+        "feature_ratio": feature_ratio,
     }
 
 
@@ -182,7 +232,10 @@ def parse_times(branch_counts: tuple[int, ...], runs: int) -> list[dict]:
 
 def run(smoke: bool = False, branch_counts: tuple[int, ...] = (1, 10)) -> list[Figure]:
     runs = 2 if smoke else 15
-    return [figure(result, runs) for result in parse_times((1,) if smoke else branch_counts, runs)]
+    figures = []
+    for result in parse_times((1,) if smoke else branch_counts, runs):
+        figures += [figure(result, runs), feature_figure(result, runs)]
+    return figures
 
 
 def figure(result: dict, runs: int) -> Figure:
@@ -201,4 +254,19 @@ def figure(result: dict, runs: int) -> Figure:
         minimum=round(real.min, 4),
         runs=runs,
         extra={"baseline_min": round(base.min, 4), "dags": result["dags"], "tasks": result["tasks"]},
+    )
+
+
+def feature_figure(result: dict, runs: int) -> Figure:
+    return Figure(
+        benchmark="parse",
+        name=f"parse dags/flatcar.py, {result['branches']} release branch(es), against Airflow's cost "
+        "of the features it uses",
+        value=round(result["real"].median, 4),
+        unit="s",
+        baseline="the same shape with the same DAG params and @task tasks",
+        baseline_value=round(result["features"].median, 4),
+        ratio=round(result["feature_ratio"], 2),
+        minimum=round(result["real"].min, 4),
+        runs=max(2, runs // 2),
     )

@@ -4,6 +4,15 @@ supported release branch, from the configuration named by FLATCAR_AIRFLOW_CONFIG
 Parsing reads that YAML file only: no network, git or database access.
 """
 
+# The Airflow modules the pipelines use, named here so that the dag-processor imports them once in its
+# own process before it forks each parse ([dag_processor] parsing_pre_import_modules looks for
+# ``airflow.*`` imports in the DAG file only): a parse then does not import them again
+# (docs/benchmarks.md, parse time).
+import airflow.providers.common.compat.sdk
+import airflow.providers.standard.decorators.python
+import airflow.sdk.bases.sensor
+import airflow.sdk.definitions.decorators  # noqa: F401
+
 from flatcar_airflow.config import load_config
 from flatcar_airflow.pipelines import build_dags
 
