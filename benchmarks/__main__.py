@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes; no doc unless --doc is given")
     parser.add_argument("--doc", type=Path, help=f"the page to rewrite (default {DOC.relative_to(ROOT)})")
     parser.add_argument("--results", type=Path, help=f"results file (default {RESULTS.relative_to(ROOT)})")
+    parser.add_argument(
+        "--step-sleeps",
+        default="0,10,60",
+        help="orchestration: the step lengths to measure, seconds (default 0,10,60; --smoke: 0)",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks")
     args = parser.parse_args(argv)
     if args.list:
@@ -68,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"== {name}{' (smoke)' if args.smoke else ''}")
         started = time.monotonic()
         try:
-            figures: list[Figure] = module.run(smoke=args.smoke)
+            options = {}
+            if name == "orchestration":
+                options["sleeps"] = tuple(float(x) for x in args.step_sleeps.split(","))
+            figures: list[Figure] = module.run(smoke=args.smoke, **options)
         except Exception as err:  # one benchmark's failure does not lose the others' figures
             say(f"{name} failed: {type(err).__name__}: {err}")
             failed.append(name)
