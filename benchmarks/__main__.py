@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         help="orchestration: the step lengths to measure, seconds (default 0,10,60; --smoke: 0)",
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks")
+    parser.add_argument(
+        "--merge", type=Path, action="append", default=[], help="add the results of another results file"
+    )
+    parser.add_argument("--render", action="store_true", help="run nothing: rewrite the doc from the results")
     args = parser.parse_args(argv)
     if args.list:
         for name, (_, what) in BENCHMARKS.items():
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [name for name in args.names if name not in BENCHMARKS]
     if unknown:
         parser.error(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
-    names = args.names or list(BENCHMARKS)
+    names = [] if args.render else args.names or list(BENCHMARKS)
     # SIGTERM unwinds like Ctrl-C: each benchmark stops the servers it started.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results_file = args.results or (None if args.smoke else RESULTS)
@@ -67,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     if results_file is not None and results_file.exists():
         results = json.loads(results_file.read_text())
+    for other in args.merge:
+        results.update(json.loads(other.read_text()))
     failed = []
     for name in names:
         module = importlib.import_module(BENCHMARKS[name][0])
@@ -89,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         if results_file is not None:  # kept at once: a later benchmark's crash loses nothing
             results_file.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    if args.render and results_file is not None:
+        results_file.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     ordered = {name: results[name] for name in BENCHMARKS if name in results}
     table = render(ordered)
     print(table)
