@@ -12,8 +12,11 @@ import airflow.providers.common.compat.sdk
 import airflow.providers.standard.decorators.python
 import airflow.sdk.bases.sensor
 import airflow.sdk.definitions.decorators  # noqa: F401
+from airflow.sdk import get_parsing_context
 
 from flatcar_airflow.config import load_config
 from flatcar_airflow.pipelines import build_dags
 
-globals().update(build_dags(load_config()))
+# A task's process parses this file to run one task: it gets that task's DAG only (the dag-processor,
+# which gets no DAG id, gets them all).
+globals().update(build_dags(load_config(), only=get_parsing_context().dag_id))
