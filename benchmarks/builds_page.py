@@ -79,6 +79,8 @@ MAINTENANCE = [
         (3510, 3, "lts"),
     )
 ]
+# More (made-up) maintenance branches for the scale benchmark's 50.
+MAINTENANCE += [(f"flatcar-{3500 - 10 * n}", "stable", f"{3500 - 10 * n}.2.0") for n in range(45)]
 START = dt.datetime(2026, 12, 1, 21, 0, tzinfo=dt.UTC)
 EPOCH = dt.date(2013, 7, 1)
 
@@ -399,29 +401,26 @@ def machine() -> str:
     )
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--builds", type=int, default=1000, help="entries in all the indexes together")
-    parser.add_argument("--branches", type=int, default=10, help="branches (main and maintenance branches)")
-    parser.add_argument("--repeat", type=int, default=40, help="measured requests per endpoint")
-    parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests per endpoint first")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    args = parser.parse_args()
-    if not 2 <= args.branches <= len(MAINTENANCE) + 1:
-        parser.error(f"--branches must be 2 to {len(MAINTENANCE) + 1}")
-
+def collect(
+    builds: int = 1000,
+    branch_count: int = 10,
+    repeat: int = 40,
+    warmup: int = 5,
+    seed: int = 1,
+    phases: tuple[float, ...] = (10, 0),
+) -> dict:
+    """Start the cache and an api-server, measure every route in each ``web.cache_seconds`` phase."""
+    if not 2 <= branch_count <= len(MAINTENANCE) + 1:
+        raise ValueError(f"branches must be 2 to {len(MAINTENANCE) + 1}")
     work = Path(tempfile.mkdtemp(prefix="flatcar-bench-builds-page-"))
     service = BuildCacheServer(work / "buildcache")
     server = None
     try:
         service.init(Settings(server="127.0.0.1", ssh_port=free_port(), https_port=free_port()))
         service.start()
-        chosen = [("main", "main", ""), *MAINTENANCE[: args.branches - 1]]
+        chosen = [("main", "main", ""), *MAINTENANCE[: branch_count - 1]]
         generated = time.perf_counter()
-        written = write_indexes(service.data, args.builds, chosen, args.seed)
+        written = write_indexes(service.data, builds, chosen, seed)
         generated = time.perf_counter() - generated
         branches = [branch for branch, _, _ in chosen]
         home = work / "airflow"
@@ -441,15 +440,14 @@ def main() -> int:
         assert first.status_code == 200, first.text[:500]
         first_app = float(re.search(r"app;dur=([\d.]+)", first.headers["server-timing"]).group(1))
         dags = client.get("/api/v2/dags?limit=100").json()["total_entries"]
-        results = {"cache_seconds=10": [], "cache_seconds=0": []}
-        for phase, seconds in (("cache_seconds=10", 10), ("cache_seconds=0", 0)):
+        results = {f"cache_seconds={seconds:g}": [] for seconds in phases}
+        for seconds in phases:
+            phase = f"cache_seconds={seconds:g}"
             write_config(config, branches, seconds)
             for label, url in endpoints(written, branches):
-                if phase == "cache_seconds=0" and url.startswith("/api/v2/"):
+                if seconds != phases[0] and url.startswith("/api/v2/"):
                     continue
-                results[phase].append(
-                    {"what": label, **measure(server, client, url, args.warmup, args.repeat)}
-                )
+                results[phase].append({"what": label, **measure(server, client, url, warmup, repeat)})
         report = {
             "machine": machine(),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -458,7 +456,7 @@ def main() -> int:
             "index_bytes": written["bytes"],
             "generated_s": round(generated, 2),
             "dags": dags,
-            "repeat": args.repeat,
+            "repeat": repeat,
             "first_request": {"app_ms": first_app, "wall_ms": round(first_wall, 1)},
             "results": results,
         }
@@ -468,6 +466,25 @@ def main() -> int:
         service.stop()
         shutil.rmtree(work, ignore_errors=True)
 
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--builds", type=int, default=1000, help="entries in all the indexes together")
+    parser.add_argument("--branches", type=int, default=10, help="branches (main and maintenance branches)")
+    parser.add_argument("--repeat", type=int, default=40, help="measured requests per endpoint")
+    parser.add_argument("--warmup", type=int, default=5, help="unmeasured requests per endpoint first")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    if not 2 <= args.branches <= len(MAINTENANCE) + 1:
+        parser.error(f"--branches must be 2 to {len(MAINTENANCE) + 1}")
+    report = collect(args.builds, args.branches, args.repeat, args.warmup, args.seed)
+    results, dags = report["results"], report["dags"]
+    first_app, first_wall = report["first_request"]["app_ms"], report["first_request"]["wall_ms"]
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

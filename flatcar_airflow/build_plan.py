@@ -143,7 +143,8 @@ def tag_build(config: Config, kind: BuildKind, plan: Mapping) -> dict:
 
     def outputs_exist(candidate: ShortcutCandidate) -> bool:
         vf = candidate.versionfile
-        refs = [generic_image(vf.os, arch) for arch in ("amd64", "arm64")]
+        # The arches this run builds: a DAG configured for amd64 alone never has an arm64 image.
+        refs = [generic_image(vf.os, arch) for arch in plan.get("arches") or ("amd64", "arm64")]
         if candidate.kind is BuildKind.FULL:
             refs.append(container("flatcar-sdk-all", vf.sdk))
         return all(entry.exists for entry in hook.check(ref.path for ref in refs).values())

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from filelock import FileLock
-
 from .versionfile import VERSIONFILE_PATH, VersionFile
 
 if TYPE_CHECKING:
@@ -211,6 +209,9 @@ class ScriptsRepo:
         digest = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         self.cache_dir = Path(root)
         self.path = self.cache_dir / "tagging" / f"{digest}.git"
+        # Imported here: the DAG file imports this module (through the configuration) at every parse.
+        from filelock import FileLock
+
         self._lock = FileLock(str(self.path) + ".lock")
 
     # -- infrastructure ------------------------------------------------------------------------------
