@@ -118,17 +118,20 @@ def _step(runner: LocalRunner, origin: Path, ref: str, key: str) -> tuple[float,
 
 
 def measure(origin: Path, work: Path, repeat: int, say) -> dict[str, dict[str, list[float]]]:
-    results: dict[str, dict[str, list[float]]] = {}
-    for name, pooled in (("fresh", False), ("pooled", True)):
-        runner = LocalRunner(root=str(work / f"root-{name}"), pooled_worktrees=pooled)
+    """Fresh and pooled steps interleaved (the machine's noise hits both alike), after a warm-up each."""
+    runners = {
+        name: LocalRunner(root=str(work / f"root-{name}"), pooled_worktrees=pooled)
+        for name, pooled in (("fresh", False), ("pooled", True))
+    }
+    results: dict[str, dict[str, list[float]]] = {name: {"ready": [], "step": []} for name in runners}
+    for name, runner in runners.items():
         _step(runner, origin, "bench-b", f"warmup-{name}")  # the mirror (and the pooled tree) exist after
-        ready, total = [], []
-        for i in range(repeat):
-            r, t = _step(runner, origin, ("bench-a", "bench-b")[i % 2], f"{name}-{i}")
-            ready.append(r)
-            total.append(t)
-            say(f"{name} #{i + 1}: ready {r:.2f} s, step {t:.2f} s")
-        results[name] = {"ready": ready, "step": total}
+    for i in range(repeat):
+        for name, runner in runners.items():
+            ready, total = _step(runner, origin, ("bench-a", "bench-b")[i % 2], f"{name}-{i}")
+            results[name]["ready"].append(ready)
+            results[name]["step"].append(total)
+            say(f"{name} #{i + 1}: ready {ready:.2f} s, step {total:.2f} s")
     return results
 
 
@@ -161,7 +164,12 @@ def _run(smoke: bool, repeat: int, say) -> tuple[list[dict], dict]:
     work = Path(tempfile.mkdtemp(prefix="bench-worktrees-"))
     try:
         origin = prepare_origin(params, work, say)
-        objects = _git(origin, "count-objects", "-v")
+        source = Path((origin / "objects/info/alternates").read_text().strip()).parent
+        counts = dict(line.split(": ") for line in _git(source, "count-objects", "-v").splitlines())
+        objects = {
+            "files": len(_git(origin, "ls-tree", "-r", "--name-only", "bench-b").splitlines()),
+            "objects": int(counts["in-pack"]) + int(counts["count"]),
+        }
         results = measure(origin, work, repeat, say)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from connections import host_connection
-from gitrepos import commit_file, git, make_origins
+from gitrepos import assert_nothing_of_the_step_left, commit_file, git, make_origins
 
 from flatcar_airflow.runners.base import Job, RunnerError
 from flatcar_airflow.runners.local import LocalRunner
@@ -155,23 +155,6 @@ class Bench:
             },
             cache={"server": "cache.example", "user": "builder", "path_prefix": "/srv/cache dir"},
         )
-
-
-def assert_nothing_of_the_step_left(root: Path) -> None:
-    """What "nothing left" means with pooled work trees: no fresh work tree is left, and the pooled trees,
-    which stay by design (the next step moves one to its tag), hold nothing the step added (no untracked or
-    ignored file, so no outputs, no ci-cleanup.sh), are claimed by no attempt and locked by no process."""
-    import fcntl
-
-    workspaces = root / "workspaces"
-    assert not workspaces.exists() or list(workspaces.iterdir()) == []
-    for tree in sorted(p for p in (root / "pool").glob("*/*") if p.is_dir()):
-        assert tree.name.isdigit(), f"a stray directory in the pool: {tree}"
-        assert not Path(f"{tree}.owner").exists(), f"{tree} is still claimed"
-        status = git("status", "--porcelain", "--ignored", "--untracked-files=all", cwd=tree)
-        assert not [line for line in status.splitlines() if line[:2] in ("??", "!!")], status
-        with open(f"{tree}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if a process still holds the tree
 
 
 def _lines_into(lines: list[str]):
