@@ -4,12 +4,17 @@
 A step (awk printing numbered 110-byte lines, as a compile log looks) runs through the real wrapper and
 ``LocalRunner`` (a warm pooled work tree), its output handed to the step operator's
 :class:`~flatcar_airflow.operators.step_log.StepLog`, whose records go through Airflow's task logging
-(``airflow.sdk.log.configure_logging``: structlog, JSON lines, secret masking in this process; in a
-real task the masking and the file write happen in the supervisor, a second process, so this is the
-dearer case) into a log file. Baseline: the same step with its output redirected to a file in the work
-tree (the wrapper's own few lines still logged). Each variant runs in its own Python process, so its
-peak RSS (``ru_maxrss``) is its own. Also measured, on a smaller size, the way before batching: one
-logging call per line.
+(``airflow.sdk.log.configure_logging``, structlog, JSON lines) into a log file. Baseline: the same step
+with its output redirected to a file in the work tree (the wrapper's own few lines still logged).
+Variants, each in its own Python process (so its peak RSS, ``ru_maxrss``, is its own):
+
+* ``stream``: the task process's side as in a real task (``sending_to_supervisor``: no masking there);
+* ``stream-masked``: the whole log path in one process, Airflow's secret masking included (in a real task
+  the supervisor, a second process, masks and writes; its regex is the pipeline's narrowest part);
+* ``per-line``: the way before batching, one logging call per line (on a smaller size).
+
+The masker's own throughput on this machine is measured too (the patterns a task has: the sensitive
+configuration values Airflow registers).
 
     .venv/bin/python benchmarks/log_streaming.py [--smoke] [--size-mb 1024] [--repeat 3] [--json]
 """
@@ -64,7 +69,7 @@ def _origin(work: Path) -> Path:
 
 
 def _variant(origin: str, root: str, size: int, mode: str, log_path: str) -> dict:
-    """One step in this process: ``stream`` (batched, today), ``per-line`` (before) or ``file``."""
+    """One step in this process: ``file``, ``stream``, ``stream-masked`` or ``per-line`` (the docstring)."""
     import structlog
     from airflow.sdk.log import configure_logging
 
@@ -73,7 +78,7 @@ def _variant(origin: str, root: str, size: int, mode: str, log_path: str) -> dic
     from flatcar_airflow.runners.local import LocalRunner
 
     log_file = open(log_path, "wb")  # noqa: SIM115 - open for the whole run
-    configure_logging(json_output=True, output=log_file)
+    configure_logging(json_output=True, output=log_file, sending_to_supervisor=mode != "stream-masked")
     log = structlog.get_logger("airflow.task.operators.flatcar_airflow.operators.step.FlatcarStepOperator")
     target = "-" if mode != "file" else "flood.out"
 
@@ -120,13 +125,13 @@ def _run(smoke: bool, size_mb: int, repeat: int, say) -> tuple[list[dict], dict]
     size = (4 if smoke else size_mb) << 20
     old_size = (2 if smoke else min(size_mb, 100)) << 20
     work = Path(tempfile.mkdtemp(prefix="bench-log-"))
-    samples: dict[str, list[dict]] = {"file": [], "stream": [], "per-line": []}
+    samples: dict[str, list[dict]] = {"file": [], "stream": [], "stream-masked": []}
     try:
         origin = _origin(work)
         root = work / "root"
         _measure(origin, root, 1 << 20, "file", work)  # warm: the mirror and the pooled tree exist
         for i in range(repeat):
-            for mode in ("file", "stream"):
+            for mode in ("file", "stream", "stream-masked") if i == 0 else ("file", "stream"):
                 sample = _measure(origin, root, size, mode, work)
                 samples[mode].append(sample)
                 say(f"{mode} #{i + 1}: {sample}")
@@ -150,10 +155,27 @@ def _run(smoke: bool, size_mb: int, repeat: int, say) -> tuple[list[dict], dict]
             med("file", "seconds"), "ratio < 1.10", "s"),
         row(f"peak RSS, step printing {mb} MB into the task log vs to a file", med("stream", "peak_rss_mb"),
             med("file", "peak_rss_mb"), "flat (ratio ~1)", "MB"),
+        row(f"the same, the supervisor's masking included (one process), {mb} MB",
+            med("stream-masked", "seconds"), med("file", "seconds"), "(the floor: masking)", "s"),
         row(f"before batching: one logging call per line, {old_size >> 20} MB vs to a file",
             med("per-line", "seconds"), med("file-small", "seconds"), "(for comparison)", "s"),
+        row("Airflow's secret masker alone, 1 MiB records", _masker_mb_per_s(), 0, "(throughput)", "MB/s"),
     ]  # fmt: skip
     return rows, {"size_bytes": size, "repeat": repeat, "samples": samples}
+
+
+def _masker_mb_per_s() -> float:
+    """MB/s of Airflow's ``redact`` on 1 MiB log messages, with the patterns of a task's configuration."""
+    code = (
+        "import io, time; from airflow.sdk.log import configure_logging; "
+        "configure_logging(json_output=True, output=io.BytesIO()); "
+        "from airflow.sdk._shared.secrets_masker import redact; "
+        "text = ('%08d ' % 1 + 'x' * 100 + '\\n') * 9532; start = time.perf_counter(); "
+        "[redact({'event': text}) for _ in range(20)]; "
+        "print(20 * len(text) / 2**20 / (time.perf_counter() - start))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def run(smoke: bool) -> list[dict]:

@@ -50,3 +50,11 @@ def test_step_log_batches_by_time_and_keeps_a_numbered_tail_and_the_report():
     assert log.tail[0] == (1006 - TAIL_LINES + 1, f"n{1000 - TAIL_LINES + 1}")
     assert len(log.tail) == TAIL_LINES
     assert log.report == ["r1", "r2", "r3", "r4", "n0"]  # the wrapper's own lines are not the report
+
+
+def test_step_log_memory_stays_bounded_with_many_small_blocks():
+    log = StepLog(lambda text: None)
+    for i in range(1, 5001):
+        log.write(f"line {i}")
+    assert log.tail == [(i, f"line {i}") for i in range(5001 - TAIL_LINES, 5001)]
+    assert len(log._recent) <= TAIL_LINES + 1

@@ -50,7 +50,10 @@ class StepLog:
         self._pending_bytes = 0
         self._pending_since = 0.0
         self.lines = 0
-        self.tail: deque[tuple[int, str]] = deque(maxlen=TAIL_LINES)
+        # The newest blocks (number of their first line, text), just enough to hold TAIL_LINES lines:
+        # the numbered tail is made from them only when asked for (a failure), not per block.
+        self._recent: deque[tuple[int, str]] = deque()
+        self._recent_lines = 0
         self.report: list[str] = []
         self.report_limit = report_limit
         self.last_output = clock()
@@ -60,12 +63,16 @@ class StepLog:
         now = self._clock()
         self.last_output = now
         count = text.count("\n") + 1
-        parts = text.rsplit("\n", TAIL_LINES)
-        if count > TAIL_LINES:
-            parts = parts[1:]
-        first = self.lines + count - len(parts) + 1
-        self.tail.extend(zip(range(first, first + len(parts)), parts, strict=True))
+        self._recent.append((self.lines + 1, text))
+        self._recent_lines += count
         self.lines += count
+        while len(self._recent) > 1:
+            oldest_first = self._recent[0][0]
+            oldest_lines = self._recent[1][0] - oldest_first
+            if self._recent_lines - oldest_lines < TAIL_LINES:
+                break
+            self._recent.popleft()
+            self._recent_lines -= oldest_lines
         if len(self.report) < self.report_limit:
             for line in text.split("\n"):
                 if not line.startswith(_OURS):
@@ -78,6 +85,14 @@ class StepLog:
         self._pending_bytes += len(text)
         if self._pending_bytes >= BATCH_BYTES or now - self._pending_since >= BATCH_SECONDS:
             self.flush()
+
+    @property
+    def tail(self) -> list[tuple[int, str]]:
+        """The last :data:`TAIL_LINES` lines, each with its number in the step's output."""
+        numbered: list[tuple[int, str]] = []
+        for first, text in self._recent:
+            numbered.extend(enumerate(text.split("\n"), first))
+        return numbered[-TAIL_LINES:]
 
     def tick(self) -> None:
         """The runner has read everything there is for now (or a second passed): log what waits."""

@@ -10,6 +10,7 @@ the attempt ends).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import selectors
@@ -121,6 +122,8 @@ class LocalRunner(Runner):
         selector = selectors.DefaultSelector()
         selector.register(proc.stdout, selectors.EVENT_READ)
         fd = proc.stdout.fileno()
+        with contextlib.suppress(OSError, AttributeError):  # a larger pipe: fewer, larger reads
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
         lines = OutputLines(on_output)
         try:
             while True:
