@@ -98,9 +98,12 @@ def _variant(origin: str, root: str, size: int, mode: str, log_path: str) -> dic
     log_file.close()
     if outcome.rc != 0:
         raise RuntimeError(f"the flood step failed (exit {outcome.rc})")
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
         "seconds": seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_s": own.ru_utime + own.ru_stime,  # this process: reading, batching, logging
+        "step_cpu_s": children.ru_utime + children.ru_stime,  # the wrapper and the step (awk)
+        "peak_rss_mb": own.ru_maxrss / 1024,
         "log_mb": os.path.getsize(log_path) / 2**20,
         "lines_seen": steplog.lines,
     }
@@ -155,6 +158,9 @@ def _run(smoke: bool, size_mb: int, repeat: int, say) -> tuple[list[dict], dict]
             med("file", "seconds"), "ratio < 1.10", "s"),
         row(f"peak RSS, step printing {mb} MB into the task log vs to a file", med("stream", "peak_rss_mb"),
             med("file", "peak_rss_mb"), "flat (ratio ~1)", "MB"),
+        row(f"CPU of the task process, {mb} MB into the task log vs to a file (the step's own: "
+            f"{med('file', 'step_cpu_s'):.1f} s)", med("stream", "cpu_s"), med("file", "cpu_s"), "(cost)",
+            "s"),
         row(f"the same, the supervisor's masking included (one process), {mb} MB",
             med("stream-masked", "seconds"), med("file", "seconds"), "(the floor: masking)", "s"),
         row(f"before batching: one logging call per line, {old_size >> 20} MB vs to a file",

@@ -36,6 +36,8 @@ from .base import (
 __all__ = ["LocalRunner", "host_paths", "pool_path"]
 
 DEFAULT_ROOT = "/var/lib/flatcar-airflow"
+#: The most read from the wrapper's output at once (its pipe is made this large where the OS lets us).
+_READ_BYTES = 1 << 20
 
 
 def host_paths(root: str, job: Job) -> tuple[str, str, str]:
@@ -123,19 +125,19 @@ class LocalRunner(Runner):
         selector.register(proc.stdout, selectors.EVENT_READ)
         fd = proc.stdout.fileno()
         with contextlib.suppress(OSError, AttributeError):  # a larger pipe: fewer, larger reads
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _READ_BYTES)
         lines = OutputLines(on_output)
         try:
             while True:
                 if not selector.select(timeout=1.0):
                     on_tick()
                     continue
-                chunk = os.read(fd, 1 << 20)
+                chunk = os.read(fd, _READ_BYTES)
                 if not chunk:
                     break
                 lines.feed(chunk)
-                if not selector.select(timeout=0):
-                    on_tick()  # all read for now: what waits is logged
+                if len(chunk) < _READ_BYTES:
+                    on_tick()  # the pipe is drained: what waits is logged now
         finally:
             selector.close()
             lines.close()
