@@ -298,6 +298,7 @@ if [[ -n ${FLATCAR_JOB_POOL:-} && ${FLATCAR_JOB_KEEP_WORKSPACE:-0} != 1 ]] && cl
     if [[ -f $ws.owner ]]; then
         say "the last step in the pooled work tree $ws ended without its cleanup (killed hard): running it"
         run_cleanup
+        cleanup_rc=0  # that step's, not this one's
     fi
     token=$(od -An -N8 -tx8 /dev/urandom | tr -d ' \n')
     printf '%s\n' "$token" >"$job/owner"
