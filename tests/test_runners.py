@@ -285,13 +285,14 @@ def test_killing_a_step_stops_processes_and_containers_and_runs_cleanup(bench, p
     runner.stop_grace = 30
     name = f"probe-{bench.kind}-kill"
     job = bench.job(mode="hang", PROBE_ID=f"{bench.kind}-kill", PROBE_IMAGE=probe_image)
-    result: dict = {}
+    result: dict = {"lines": []}
     thread = threading.Thread(
-        target=lambda: result.update(zip(("outcome", "lines", "ticks"), run(runner, job), strict=True))
+        target=lambda: result.update(outcome=runner.run(job, _lines_into(result["lines"]), lambda: None))
     )
     thread.start()
     deadline = time.monotonic() + 60
-    while not _container_exists(name) and time.monotonic() < deadline:
+    # The step hangs once it printed its child's pid (its container is up before `docker run -d` returns).
+    while not any(line.startswith("hanging ") for line in result["lines"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _container_exists(name)
     time.sleep(0.5)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import queue
+import re
 import tarfile
 import threading
 import time
@@ -212,9 +213,12 @@ class DockerRunner(Runner):
         and, for a pooled tree, its claim on it (``owner``): the wrapper's ``--cleanup-tree`` then runs
         the cleanup only if the tree is still that attempt's, under the tree's lock, and keeps the tree.
         """
-        workspace = files.get("workspace", "").strip() or workspace
+        recorded = files.get("workspace", "").strip()
         token = files.get("owner", "").strip()
-        if token:
+        # Only a slot of this runner's pool (the file lived where the step could write).
+        pooled = re.fullmatch(rf"{re.escape(self.root)}/pool/[0-9a-f]{{16}}/[0-9]+", recorded)
+        if token and pooled:
+            workspace = recorded
             command = ["bash", "-c", wrapper_script(), "flatcar-step.sh", "--cleanup-tree", workspace, token]
         else:
             script = (

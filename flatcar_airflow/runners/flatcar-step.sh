@@ -106,8 +106,11 @@ agent_pid=""
 signalled=false
 
 if [[ $mode == cleanup ]]; then
-    [[ -f $job/workspace ]] && ws=$(<"$job/workspace")
-    if [[ -n ${FLATCAR_JOB_POOL:-} && $ws == "$FLATCAR_JOB_POOL"/* ]]; then
+    # The tree this attempt used: ours (job.env's) or a slot of the pool, nothing else a step could write.
+    recorded=$(cat "$job/workspace" 2>/dev/null)
+    pool_slot='^[0-9]+$'
+    if [[ -n ${FLATCAR_JOB_POOL:-} && ${recorded%/*} == "$FLATCAR_JOB_POOL" && ${recorded##*/} =~ $pool_slot ]]; then
+        ws=$recorded
         cleanup_pooled_tree "$(cat "$job/owner" 2>/dev/null)"
     else
         run_cleanup
