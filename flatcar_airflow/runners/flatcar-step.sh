@@ -256,14 +256,16 @@ claim_pooled_tree() {
 reuse_pooled_tree() {
     local new=$ws.new path
     [[ -d $ws/.git && ! -L $ws/.git && -f $ws/.git/index ]] || return 1
-    rm -rf "$new" "$ws.old-git"
+    rm -rf "$new" "$ws".old-git.*
     git clone --quiet --shared --no-checkout "$FLATCAR_JOB_MIRROR" "$new" || return 1
     git -C "$new" remote set-url origin "$FLATCAR_JOB_ORIGIN" || return 1
     git -C "$new" rev-parse --verify --quiet "$FLATCAR_JOB_REF^{commit}" >/dev/null ||
         fail "the scripts repository has no tag or commit '$FLATCAR_JOB_REF'"
-    mv "$ws/.git/index" "$new/.git/index" && mv "$ws/.git" "$ws.old-git" && mv "$new/.git" "$ws/.git" ||
+    mv "$ws/.git/index" "$new/.git/index" && mv "$ws/.git" "$ws.old-git.$$" && mv "$new/.git" "$ws/.git" ||
         return 1
-    rm -rf "$ws.old-git" "$new"
+    rmdir "$new"
+    # The old repository state is trash: deleted while the step starts (a leftover goes next time).
+    (rm -rf "$ws.old-git.$$" &) {slot_lock}>&- >/dev/null 2>&1
     # Index flags hide changes from git (skip-worktree: our own ci-config.env override): clear them.
     # (One flag per update-index call: a second one would replace the first.)
     if git -C "$ws" ls-files -v | grep -qv '^H '; then
@@ -290,8 +292,8 @@ reuse_pooled_tree() {
             rm -rf "${ws:?}/$path" && mkdir "$ws/$path" || return 1
         fi
     done < <(git -C "$ws" ls-files --stage -z | grep -z '^160000 ' || true)
-    # The tracked files are the tag's (a stat of each, as the checkout did), HEAD is the tag.
-    git -C "$ws" diff-files --quiet || return 1
+    # The tracked files are the tag's (the forced checkout compared each with the index and wrote what
+    # differed, or failed), HEAD is the tag.
     [[ $(git -C "$ws" rev-parse HEAD) == $(git -C "$ws" rev-parse "$FLATCAR_JOB_REF^{commit}") ]] || return 1
 }
 
