@@ -127,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .demo.cli import add_arguments as demo_arguments
     from .preflight.cli import add_arguments as doctor_arguments
     from .quickstart.command import add_arguments as quickstart_arguments
+    from .retention.cli import add_arguments as gc_arguments
 
     quickstart_arguments(
         commands.add_parser(
@@ -158,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
             help="check the build hosts of the configuration: tools, sudo, docker, disk, cache, network",
             description="The preflight checks the pipelines run before a build's first step on a build "
             "host (docs/runners.md#preflight), for every runner of the configuration.",
+        )
+    )
+    gc_arguments(
+        commands.add_parser(
+            "gc",
+            help="garbage-collect the build cache by the retention policy (a dry run unless --apply)",
+            description="The flatcar_buildcache_gc DAG's collection from a shell: the report (versions, "
+            "paths, "
+            "bytes, tags) as JSON; --apply runs the scripts' garbage_collect for real (docs/retention.md).",
         )
     )
     demo_arguments(
@@ -293,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         from .preflight.cli import run_and_print as doctor
 
         return doctor(args)
+    if args.command == "gc":
+        from .retention.cli import run_and_print as gc_command
+
+        return gc_command(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         stream=sys.stderr,

@@ -22,7 +22,7 @@ from .runners import validate_runner_config
 from .runners.base import JOB_NAMESPACE
 from .scripts_repo import check_ref_name, check_repo_url
 from .steps import ARCHES
-from .versions import parse_any
+from .versions import parse_any, parse_tag
 
 __all__ = ["DEFAULT_CONFIG", "Config", "ConfigError", "load_config"]
 
@@ -317,6 +317,38 @@ class Notifications(_Model):
         return self
 
 
+class Retention(_Model):
+    """The build cache's retention (docs/retention.md): the ``flatcar_buildcache_gc`` DAG's policy."""
+
+    enabled: bool = True
+    schedule: str | None = "0 3 * * *"
+    keep: Annotated[int, Field(ge=0, le=100000)] = 50
+    min_age_days: Annotated[int, Field(ge=0, le=36500)] = 14
+    #: the default of the DAG's ``apply`` param (what a scheduled run does): false, a dry run
+    apply: bool = False
+    #: version tags the builds page pins: never purged
+    pinned: list[str] = Field(default_factory=list)
+    #: the scripts ref whose garbage_collect.sh runs (default: full.branch)
+    ref: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        return _schedule(value)
+
+    @field_validator("pinned")
+    @classmethod
+    def _pinned(cls, values: list[str]) -> list[str]:
+        for value in values:
+            parse_tag(value)
+        return values
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        return None if value is None else check_ref_name(value, "retention.ref")
+
+
 class Config(_Model):
     scripts_repo: Annotated[str, Field(min_length=1)]
     ci_identity: Identity = Identity()
@@ -342,6 +374,7 @@ class Config(_Model):
     web: Web = Web()
     notifications: Notifications = Notifications()
     preflight: Preflight = Preflight()
+    retention: Retention = Retention()
 
     @field_validator("scripts_repo")
     @classmethod

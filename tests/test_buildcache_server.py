@@ -1,7 +1,8 @@
 """The project's build cache server (flatcar_airflow.buildcache_server), for real: sshd + rrsync + nginx.
 
 What an operator relies on: the write key of the flatcar_buildcache connection can do nothing but what the
-scripts do (mkdir -p and rsync under the cache directory), reads are HTTPS only and read-only, and the
+scripts do (mkdir -p and rsync under the cache directory, and the garbage collector's ls, rm -rf
+and rmdir of version directories), reads are HTTPS only and read-only, and the
 keys and CA survive a restart.
 """
 
@@ -120,6 +121,104 @@ def test_what_the_scripts_do_works_and_nothing_leaves_the_cache(build_cache, tmp
     assert delete.returncode != 0
     assert (build_cache.root / "images/amd64/1.2.3+test" / artifact.name).exists()
     build_cache.clear()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "rm -rf {root}",
+        "rm -rf {root}/",
+        "rm -rf {root}/*",
+        "rm -rf {root}/images",
+        "rm -rf {root}/images/amd64",
+        "rm -rf {root}/images/*",
+        "rm -rf {root}/flatcar-airflow/builds",
+        "rm -rf {root}/flatcar-airflow/builds/main.json",
+        "rm -rf {root}/testing/../flatcar-airflow",
+        "rm -rf {root}/../gc-outside",
+        "rm -rf {root}/images/amd64/link/../../..",
+        "rm -rf -- {root}/testing/x",
+        "rm -rf {root}/testing/x;touch /tmp/flatcar-airflow-pwned",
+        "rm -rf {root}/testing/$(touch /tmp/flatcar-airflow-pwned)",
+        "rm -rf {root}/testing/x && touch /tmp/flatcar-airflow-pwned",
+        "rm -rf {root}/testing/[a-z]",
+        "rmdir {root}/containers",
+        "rmdir {root}/containers/*",
+        "rm -f {root}/testing/x",
+        "ls -la /etc",
+        "ls -1 {root}/../gc-outside",
+    ],
+)
+def test_garbage_collection_may_remove_version_directories_only(build_cache, command):
+    """The garbage collector's `rm -rf` reaches version directories under the cache, nothing else."""
+    keep = [
+        "images/amd64/1.2.3+gc/image.bin",
+        "testing/x/results.tap",
+        "containers/1.2.3-gc/flatcar-sdk-all-1.2.3-gc.tar.zst",
+        "flatcar-airflow/builds/main.json",
+    ]
+    for name in keep:
+        build_cache.path(name).parent.mkdir(parents=True, exist_ok=True)
+        build_cache.path(name).write_text("keep")
+    outside = build_cache.root.parent / "gc-outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "keep").write_text("keep")
+    (build_cache.path("images/amd64/link")).symlink_to(outside)
+    try:
+        proc = _ssh(build_cache, command.format(root=build_cache.root))
+        assert proc.returncode != 0, proc
+        assert "flatcar-airflow build cache: refused" in proc.stderr
+        assert all(build_cache.path(name).read_text() == "keep" for name in keep)
+        assert (outside / "keep").exists()
+        assert not Path("/tmp/flatcar-airflow-pwned").exists()
+    finally:
+        build_cache.clear()
+
+
+def test_garbage_collection_commands_of_the_scripts_work(build_cache):
+    """What garbage_collect.sh sends: ls -la, ls -1, rm -rf with globs, rmdir, each with `|| true`."""
+    root = build_cache.root
+    files = [
+        "images/amd64/1.2.3+gc/a.bin",
+        "images/arm64/1.2.3+gc/a.bin",
+        "containers/1.2.3-gc/flatcar-sdk-all-1.2.3-gc.tar.zst",
+        "containers/1.2.3-gc/flatcar-packages-amd64-1.2.3-gc.tar.zst",
+        "testing/1.2.3+gc/amd64/qemu/results.tap",
+        "images/amd64/9.9.9+kept/a.bin",
+        "flatcar-airflow/builds/main.json",
+    ]
+    for name in files:
+        build_cache.path(name).parent.mkdir(parents=True, exist_ok=True)
+        build_cache.path(name).write_text("x")
+    outside = root.parent / "gc-outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "keep").write_text("keep")
+    build_cache.path("images/amd64/linked").symlink_to(outside)
+    try:
+        listing = _ssh(build_cache, f"ls -1 {root}/images/amd64")
+        assert listing.returncode == 0 and listing.stdout.split() == ["1.2.3+gc", "9.9.9+kept", "linked"]
+        long = _ssh(build_cache, f"ls -la {root}/images/*/1.2.3+gc/ {root}/testing/nothing/ || true")
+        assert long.returncode == 0 and "a.bin" in long.stdout
+        assert _ssh(build_cache, f"ls -1 {root}/testing/nothing").returncode != 0
+        removed = _ssh(
+            build_cache,
+            f"rm -rf {root}/images/*/1.2.3+gc/ {root}/containers/1.2.3-gc/flatcar-sdk-* "
+            f"{root}/containers/1.2.3-gc/flatcar-packages-* {root}/testing/1.2.3+gc/ "
+            f"{root}/build-logs/1.2.3+gc/",
+        )
+        assert removed.returncode == 0, removed
+        assert _ssh(build_cache, f"rmdir {root}/containers/1.2.3-gc/ || true").returncode == 0
+        # A symlink is removed as the entry it is; what it points at stays.
+        assert _ssh(build_cache, f"rm -rf {root}/images/amd64/linked/").returncode == 0
+        left = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
+        assert left == ["flatcar-airflow/builds/main.json", "images/amd64/9.9.9+kept/a.bin"]
+        assert not build_cache.path("containers/1.2.3-gc").exists()
+        assert (outside / "keep").read_text() == "keep"
+        # rmdir of a directory that is not empty fails (the scripts add `|| true`).
+        assert _ssh(build_cache, f"rmdir {root}/images/amd64/9.9.9+kept").returncode != 0
+        assert _ssh(build_cache, f"rmdir {root}/images/amd64/9.9.9+kept || true").returncode == 0
+    finally:
+        build_cache.clear()
 
 
 def test_reads_are_https_only_and_read_only(build_cache):

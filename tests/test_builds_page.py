@@ -307,3 +307,51 @@ def test_builds_of_dags_the_user_may_not_read_are_not_shown(page_env):
     assert page.status_code == 404 and "4593.2.0+nightly" not in page.text
     assert "stable-" not in client.get("/flatcar/", headers=headers).text
     assert "no builds" in client.get("/flatcar/badge/flatcar-4593.svg", headers=headers).text
+
+
+def test_the_garbage_collection_page_shows_the_last_report(page_env):
+    cache = page_env["cache"]
+    assert "No collection has run yet" in _get(page_env, "/flatcar/gc").text
+    report = {
+        "kind": "flatcar-airflow-gc-report",
+        "generated_at": "2026-12-01T03:00:05+00:00",
+        "dry_run": True,
+        "result": "dry run",
+        "keep": 50,
+        "min_age_days": 14,
+        "purge": [
+            {
+                "tag": "main-4700.0.0-nightly-20260901-2100",
+                "version": "4700.0.0+nightly-20260901-2100",
+                "branch": "main",
+                "paths": [{"path": "images/amd64/4700.0.0+nightly-20260901-2100", "bytes": 123456}],
+                "bytes": 123456,
+            }
+        ],
+        "tags_to_delete": ["main-4700.0.0-nightly-20260901-2100"],
+        "orphans": [{"path": "testing/4600.0.0+old", "bytes": 7}],
+        "bytes_freed": 123463,
+        "kept": {"stable-4593.2.0": "official release"},
+        "refusals": [],
+    }
+    path = cache.path("flatcar-airflow/gc/report.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report))
+    try:
+        page = _get(page_env, "/flatcar/gc")
+        assert page.status_code == 200
+        assert [row["data-tag"] for row in elements(page.text, "tr") if "data-tag" in row] == [
+            "main-4700.0.0-nightly-20260901-2100",
+            "stable-4593.2.0",
+        ]
+        assert "123,463 bytes to free" in page.text and "testing/4600.0.0+old" in page.text
+        assert "dry run" in page.text and "official release" in page.text
+        listing = _get(page_env, "/flatcar/").text
+        assert any(a.get("href") == "/flatcar/gc" for a in elements(listing, "a", "gc"))
+        # A user who may not read the collection's DAG does not see its report.
+        headers = {"Authorization": f"Bearer {page_env['restricted']}"}
+        refused = page_env["client"].get("/flatcar/gc", headers=headers)
+        assert refused.status_code == 403 and "4700.0.0" not in refused.text
+        assert page_env["client"].get("/flatcar/gc", follow_redirects=False).status_code == 303
+    finally:
+        path.unlink()

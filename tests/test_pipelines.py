@@ -48,7 +48,7 @@ def test_dag_files_load_without_import_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("FLATCAR_AIRFLOW_CONFIG", str(config))
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {FULL_DAG_ID, "flatcar_os_flatcar_4593"}
+    assert set(bag.dag_ids) == {FULL_DAG_ID, "flatcar_os_flatcar_4593", "flatcar_buildcache_gc"}
 
 
 def test_the_shipped_default_configuration_loads(monkeypatch):

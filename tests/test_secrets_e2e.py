@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 
 import pytest
 from airflow.sdk import DAG
@@ -119,3 +120,133 @@ def _rendered_fields(ti) -> dict:
     from airflow.models.renderedtifields import RenderedTaskInstanceFields
 
     return RenderedTaskInstanceFields.get_templated_fields(ti) or {}
+
+
+# -- a whole pipeline: the manifest, the builds index and the builds page -------------------------------
+
+BRANCH = "flatcar-4593"
+DAG_ID = "flatcar_os_flatcar_4593"
+NIGHT = dt.datetime(2026, 8, 21, 21, 0, tzinfo=dt.UTC)
+#: A packages step that fails after printing every secret it was given, its last error line included:
+#: the lines a failure's cause is read from (flatcar_airflow/failures.py), which reach XCom, the manifest,
+#: the builds index and the builds page.
+LEAKY_PACKAGES = r"""# >>> This file is supposed to be SOURCED from the repository ROOT. <<<
+function packages_build() {
+    echo "leak-begin ${CLOUD_TOKEN} ${OTHER_SECRET}"
+    echo "leak-signing-key-begin"; cat "${SIGNING_KEY}"; echo "leak-signing-key-end"
+    echo "ERROR: registry login refused for ${CLOUD_TOKEN}: permission denied" >&2
+    echo "rsync: connection unexpectedly closed for ${OTHER_SECRET}" >&2
+    return 1
+}
+"""
+
+
+def test_a_pipeline_whose_step_fails_printing_secrets_leaks_them_nowhere(
+    run_dag, connections, mini_origin, build_cache, released_sdk, tmp_path, capfd, monkeypatch
+):
+    import yaml
+
+    from flatcar_airflow.buildindex.entries import index_path
+    from flatcar_airflow.config import parse_config
+    from flatcar_airflow.pipelines import build_dags
+
+    build_cache.clear()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FLATCAR_SECRETS_TEST",
+        json.dumps({"conn_type": "generic", "extra": {"CLOUD_TOKEN": TOKEN, "OTHER_SECRET": OTHER}}),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_FLATCAR_SIGNING_LEAK_TEST",
+        json.dumps({"conn_type": "generic", "login": "signer@example.org", "password": SIGNING}),
+    )
+    mini_origin.push_change(BRANCH, "ci-automation/packages.sh", LEAKY_PACKAGES, "packages that leak")
+    config = {
+        "scripts_repo": mini_origin.url,
+        "buildcache_conn_id": CACHE_CONN,
+        "secrets_conn_id": "flatcar_secrets_test",
+        "signing_conn_id": "flatcar_signing_leak_test",
+        "runner": {"type": "local", "root": str(tmp_path / "build-root")},
+        "tagging_cache": str(tmp_path / "tag-cache"),
+        "arches": {"amd64": {"formats": ["qemu_uefi"], "test_vendors": ["qemu_uefi"]}},
+        "full": {"enabled": False, "arches": ["amd64"]},
+        "os": {"branches": [BRANCH], "arches": ["amd64"]},
+        "image_changes": None,
+        "retries": 0,
+        "preflight": {"min_free_gb": 1, "network": "off"},
+        "web": {"cache_seconds": 0},
+    }
+    config_file = tmp_path / "flatcar.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    dag = build_dags(parse_config(config_file.read_text()))[DAG_ID]
+
+    with _worker_log_processors():
+        run = run_dag(dag, logical_date=NIGHT)
+    out = capfd.readouterr().out
+    packages = run.get_task_instance("amd64.packages")
+    assert packages.state == "failed", out[-3000:]
+    assert "leak-begin" in out and "leak-signing-key-end" in out  # the step really printed
+    # The cause is still named, with the secret replaced.
+    failure = packages.xcom_pull(task_ids="amd64.packages", key="failure")
+    assert failure and "registry login refused for ***" in json.dumps(failure), failure
+
+    places: dict[str, str] = {"task log": out}
+    for ti in run.get_task_instances():
+        for key in ("return_value", "failure", "tests", "cache_links"):
+            value = ti.xcom_pull(task_ids=ti.task_id, key=key)
+            if value is not None:
+                places[f"XCom {ti.task_id}/{key}"] = json.dumps(value, default=str)
+        places[f"rendered fields of {ti.task_id}"] = json.dumps(_rendered_fields(ti), default=str)
+    index = json.loads(build_cache.fetch(index_path(BRANCH)))
+    (entry,) = index["builds"]
+    places["builds index"] = json.dumps(index)
+    for manifest in entry["manifests"]:
+        places[manifest] = build_cache.fetch(manifest).decode()
+    assert "registry login refused" in places["builds index"]  # the cause is there, masked
+    places.update(_builds_pages(config_file, entry["version_tag"], tmp_path))
+
+    secrets = [TOKEN, OTHER]
+    secrets += [line for line in SIGNING.splitlines() if len(line) > 20 and not line.startswith("-----")]
+    cache_key = connections["extra"]["private_key"]
+    secrets += [line for line in cache_key.splitlines() if len(line) > 20 and not line.startswith("-----")]
+    leaked = {where: [s[:12] for s in secrets if s in text] for where, text in places.items()}
+    assert not {where: found for where, found in leaked.items() if found}, "secrets found"
+    build_cache.clear()
+
+
+def _builds_pages(config_file, tag: str, tmp_path) -> dict[str, str]:
+    """The builds page's list, the build's page and the JSON API, as a logged-in user reads them."""
+    from airflow.api_fastapi.app import create_app, purge_cached_app
+    from fastapi.testclient import TestClient
+
+    environment = {
+        "FLATCAR_AIRFLOW_CONFIG": str(config_file),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp_path / "passwords.json"),
+    }
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)
+    pages = {}
+    try:
+        purge_cached_app()
+        with TestClient(create_app(), base_url="http://airflow.test") as client:
+            password = json.loads((tmp_path / "passwords.json").read_text())["viewer"]
+            token = client.post("/auth/token", json={"username": "viewer", "password": password})
+            headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+            for path in (
+                "/flatcar/",
+                f"/flatcar/builds/{tag}",
+                "/flatcar/api/builds",
+                f"/flatcar/api/builds/{tag}",
+            ):
+                answer = client.get(path, headers=headers)
+                assert answer.status_code == 200, (path, answer.text[:500])
+                pages[f"page {path}"] = answer.text
+        assert tag in pages[f"page /flatcar/builds/{tag}"]
+        return pages
+    finally:
+        purge_cached_app()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -301,6 +301,42 @@ def _build_page(ctx: _Context, tag: str):
     return _render("build.html", title=tag, app_root=ctx.links.app_root, build=detail, links=ctx.links)
 
 
+@app.get("/gc", response_class=HTMLResponse, include_in_schema=False)
+async def gc_page(request: Request):
+    """The last garbage collection's report (docs/retention.md), for users who may read its DAG."""
+    ctx = await _context(request, page=True)
+    return await _threaded(_gc_page, ctx)
+
+
+def _gc_page(ctx: _Context):
+    import json
+
+    from ..retention.collector import REPORT_PATH
+    from ..retention.dag import GC_DAG_ID
+    from .access import readable_dag_ids
+    from .source import CacheUnreadable
+
+    if GC_DAG_ID not in readable_dag_ids(ctx.user, {GC_DAG_ID}):
+        return _render(
+            "error.html", 403, title="Not allowed", message=f"You may not read {GC_DAG_ID}.", app_root=""
+        )
+    try:
+        text = ctx.source.text(REPORT_PATH)
+    except CacheUnreadable as err:
+        return _unreadable(err, page=True)
+    try:
+        report = json.loads(text) if text else None
+    except ValueError:
+        report = None
+    return _render(
+        "gc.html",
+        title="Build cache garbage collection",
+        app_root=ctx.links.app_root,
+        report=report if isinstance(report, dict) else None,
+        report_url=ctx.source.cache_url(REPORT_PATH),
+    )
+
+
 @app.get("/branches/{branch:path}", response_class=HTMLResponse, include_in_schema=False)
 async def branch_page(request: Request, branch: str):
     """A branch's charts: each step's duration over its last builds, and the nightlies' success."""

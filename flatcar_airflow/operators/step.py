@@ -197,7 +197,7 @@ class FlatcarStepOperator(BaseOperator):
         if self._runner.killed or outcome.signal:
             raise AirflowException(f"{self.step} was stopped after {elapsed}; its cleanup ran")
         if outcome.rc != 0:
-            failure = diagnose(list(output.tail), outcome.rc)
+            failure = diagnose([(number, _redact(line)) for number, line in output.tail], outcome.rc)
             context["ti"].xcom_push(key="failure", value=failure.to_dict())
             raise AirflowException(failure.message(self.step, f"exit status {outcome.rc} after {elapsed}"))
         if outcome.cleanup_rc != 0:
@@ -368,7 +368,7 @@ class FlatcarStepOperator(BaseOperator):
     ) -> ArtifactRef:
         """The step's printed report, into the build cache (the builds page shows it with the build)."""
         ref = spec.report_artifact(ctx)
-        text = "\n".join(lines) + "\n"
+        text = "\n".join(_redact(line) for line in lines) + "\n"
         if len(lines) >= _REPORT_LINES:
             text += f"[flatcar-airflow] report cut at {_REPORT_LINES} lines; the task log has all of it\n"
         try:
@@ -442,3 +442,14 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _redact(line: str) -> str:
+    """A line of the step's output with the masked secrets replaced, before it is kept anywhere else.
+
+    The task log redacts what it writes, but a failure's cause (XCom, the task's error, the manifest, the
+    builds index and page) and the stored report are the step's own lines, kept outside the log.
+    """
+    from airflow.sdk.log import redact
+
+    return str(redact(line))
