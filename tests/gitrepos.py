@@ -162,3 +162,20 @@ def tag_submodules(origins: Origins, tag: str) -> dict[str, str]:
         git("push", "-q", "origin", "main", tag, cwd=sub_work)
         pins[name] = sha
     return pins
+
+
+def assert_nothing_of_the_step_left(root: Path) -> None:
+    """What "nothing left" means with pooled work trees: no fresh work tree is left, and the pooled trees,
+    which stay by design (the next step moves one to its tag), hold nothing the step added (no untracked or
+    ignored file, so no outputs, no ci-cleanup.sh), are claimed by no attempt and locked by no process."""
+    import fcntl
+
+    workspaces = root / "workspaces"
+    assert not workspaces.exists() or list(workspaces.iterdir()) == []
+    for tree in sorted(p for p in (root / "pool").glob("*/*") if p.is_dir()):
+        assert tree.name.isdigit(), f"a stray directory in the pool: {tree}"
+        assert not Path(f"{tree}.owner").exists(), f"{tree} is still claimed"
+        status = git("status", "--porcelain", "--ignored", "--untracked-files=all", cwd=tree)
+        assert not [line for line in status.splitlines() if line[:2] in ("??", "!!")], status
+        with open(f"{tree}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if a process still holds the tree

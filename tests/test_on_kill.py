@@ -18,6 +18,7 @@ import pytest
 import yaml
 from airflow_servers import AirflowServers, airflow_env
 from connections import CACHE_CONN
+from gitrepos import assert_nothing_of_the_step_left
 
 DAG_ID = "flatcar_os_flatcar_4593"
 STEP = "packages_tag"
@@ -130,7 +131,7 @@ def test_mark_failed_stops_the_step_through_on_kill_and_clear_runs_it_again(airf
         "on_kill to stop the step's container and child process",
     )
     airflow.wait(lambda: not list(airflow.build_root.glob("jobs/*/*")), 60, "the job directory to go")
-    assert list((airflow.build_root / "workspaces").iterdir()) == []
+    assert_nothing_of_the_step_left(airflow.build_root)  # the pooled work tree stays, clean (runners.md)
     log = _log(airflow, run_id, STEP, 1)
     assert f"Stopping {STEP}: its process tree and containers are stopped" in log
     assert "running ./ci-cleanup.sh" in log
@@ -162,4 +163,4 @@ def test_mark_failed_stops_the_step_through_on_kill_and_clear_runs_it_again(airf
     airflow.wait(rerun, 300, f"the cleared {STEP} to run again and succeed")
     assert "mini-scripts: hanging" not in _log(airflow, run_id, STEP, 2)
     airflow.wait(lambda: not list(airflow.build_root.glob("jobs/*/*")), 60, "the job directory to go")
-    assert list((airflow.build_root / "workspaces").iterdir()) == []
+    assert_nothing_of_the_step_left(airflow.build_root)

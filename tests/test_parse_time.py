@@ -76,14 +76,14 @@ def test_a_tasks_parse_builds_only_its_dag(tmp_path):
     base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "FLATCAR_AIRFLOW_CONFIG": str(config),
             "AIRFLOW_HOME": str(tmp_path / "airflow")}  # fmt: skip
     found = {}
-    for dag_id in (None, "flatcar_os_flatcar_4459"):
+    for dag_id in (None, "flatcar_os_flatcar_4459", "flatcar_buildcache_gc"):
         env = {**base, **({"_AIRFLOW_PARSING_CONTEXT_DAG_ID": dag_id} if dag_id else {})}
         out = subprocess.run(
             [sys.executable, "-c", probe, str(DAG_FILE)], env=env, capture_output=True, text=True, timeout=120
         )
         assert out.returncode == 0, out.stderr[-3000:]
         found[dag_id] = out.stdout.strip().splitlines()[-1]
-    assert found[None] == str(
-        ["flatcar_full", "flatcar_os_flatcar_4230", "flatcar_os_flatcar_4459", "flatcar_os_flatcar_4593"]
-    )
+    builds = ["flatcar_full", "flatcar_os_flatcar_4230", "flatcar_os_flatcar_4459", "flatcar_os_flatcar_4593"]
+    assert found[None] == str(sorted(["flatcar_buildcache_gc", *builds, "flatcar_release"]))
     assert found["flatcar_os_flatcar_4459"] == str(["flatcar_os_flatcar_4459"])
+    assert found["flatcar_buildcache_gc"] == str(["flatcar_buildcache_gc"])

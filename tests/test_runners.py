@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from connections import host_connection
-from gitrepos import commit_file, git, make_origins
+from gitrepos import assert_nothing_of_the_step_left, commit_file, git, make_origins
 
 from flatcar_airflow.runners.base import Job, RunnerError
 from flatcar_airflow.runners.local import LocalRunner
@@ -50,6 +50,9 @@ function probe() {
             sleep 600 &
             echo "hanging $!"
             wait ;;
+        flood)
+            # Faster than any task log writes line by line: the pipe or the log file fills up.
+            seq -f 'flood-%.0f' 1 "${PROBE_FLOOD:-200000}" ;;
         stubborn)
             # Ignores SIGTERM (and so does its child): only the SIGKILL after the stop grace ends it.
             trap '' TERM
@@ -154,10 +157,15 @@ class Bench:
         )
 
 
+def _lines_into(lines: list[str]):
+    """A runner's ``on_output``: blocks of complete lines, appended to ``lines`` one line each."""
+    return lambda block: lines.extend(block.split("\n"))
+
+
 def run(runner, job):
     lines: list[str] = []
     ticks = [0]
-    outcome = runner.run(job, lines.append, lambda: ticks.__setitem__(0, ticks[0] + 1))
+    outcome = runner.run(job, _lines_into(lines), lambda: ticks.__setitem__(0, ticks[0] + 1))
     return outcome, lines, ticks[0]
 
 
@@ -175,8 +183,9 @@ def test_runner_runs_the_step_as_the_scripts_expect(bench, probe_origin):
     assert bench.marks.read_text() == "cleanup-ran\n"
     assert outcome.images == [("flatcar_production_image.bin.bz2", 5)]
     assert "not ok 2 - cl.network" in outcome.tap["results-qemu.tap"]
-    # work tree and job directory are gone; the mirror stays for the next step
-    assert list((bench.root / "workspaces").iterdir()) == []
+    # the job directory is gone; the mirror and the pooled work tree stay for the next step, clean
+    assert any(line.startswith(f"[flatcar-airflow] work tree {bench.root}/pool/") for line in lines), lines
+    assert_nothing_of_the_step_left(bench.root)
     assert not (bench.root / "jobs" / bench.key / "1").exists()
     assert len(list((bench.root / "mirrors").glob("*.git"))) == 1
 
@@ -189,12 +198,37 @@ def test_runner_reports_failure_and_skip_build_and_still_cleans_up(bench):
     assert bench.marks.read_text() == "cleanup-ran\ncleanup-ran\n"
 
 
+def test_a_flooding_step_is_logged_complete_and_in_order(bench):
+    """Every line of a step printing 200,000 lines at once reaches the task log, in order, in batched
+    records (far fewer records than lines), and the failure diagnosis's tail has the last lines with
+    their numbers in the step's output (operators/step_log.py)."""
+    from flatcar_airflow.operators.step_log import TAIL_LINES, StepLog
+
+    records: list[str] = []
+    log = StepLog(records.append)
+    outcome = bench.make_runner().run(bench.job(mode="flood"), log.write, log.tick)
+    log.flush()
+
+    assert outcome.rc == 0
+    lines = "\n".join(records).split("\n")
+    flood = [line for line in lines if line.startswith("flood-")]
+    assert flood == [f"flood-{i}" for i in range(1, 200001)]
+    start = lines.index("flood-1")
+    assert lines[start : start + 200000] == flood  # nothing else in between: no reordering
+    assert lines[start - 1] == "stdin-closed" and lines[start + 200000] == "probe done"
+    assert len(records) < 2000, len(records)  # ~1.6 MB in batches, not 200,000 records
+    assert log.lines == len(lines)
+    assert list(log.tail) == list(enumerate(lines, 1))[-TAIL_LINES:]
+
+
 def test_runner_ticks_while_the_step_is_quiet(bench):
     """Ticks come while the step prints nothing (its 3 s sleep), not only with output: counted between
     the last line before the sleep and the first after it."""
     events: list[str] = []
     outcome = bench.make_runner().run(
-        bench.job(mode="slow"), lambda line: events.append(f"line:{line}"), lambda: events.append("tick")
+        bench.job(mode="slow"),
+        lambda block: events.extend(f"line:{line}" for line in block.split("\n")),
+        lambda: events.append("tick"),
     )
     assert outcome.rc == 0
     before, after = events.index("line:stdin-closed"), events.index("line:probe done")
@@ -251,13 +285,14 @@ def test_killing_a_step_stops_processes_and_containers_and_runs_cleanup(bench, p
     runner.stop_grace = 30
     name = f"probe-{bench.kind}-kill"
     job = bench.job(mode="hang", PROBE_ID=f"{bench.kind}-kill", PROBE_IMAGE=probe_image)
-    result: dict = {}
+    result: dict = {"lines": []}
     thread = threading.Thread(
-        target=lambda: result.update(zip(("outcome", "lines", "ticks"), run(runner, job), strict=True))
+        target=lambda: result.update(outcome=runner.run(job, _lines_into(result["lines"]), lambda: None))
     )
     thread.start()
     deadline = time.monotonic() + 60
-    while not _container_exists(name) and time.monotonic() < deadline:
+    # The step hangs once it printed its child's pid (its container is up before `docker run -d` returns).
+    while not any(line.startswith("hanging ") for line in result["lines"]) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _container_exists(name)
     time.sleep(0.5)
@@ -287,7 +322,7 @@ def test_a_step_that_ignores_sigterm_is_killed_after_the_grace_and_cleaned_up(be
 
     def run_it() -> None:
         try:
-            runner.run(job, lines.append, lambda: None)
+            runner.run(job, _lines_into(lines), lambda: None)
         except RunnerError as err:
             errors.append(err)
 
@@ -309,7 +344,7 @@ def test_a_step_that_ignores_sigterm_is_killed_after_the_grace_and_cleaned_up(be
     if bench.kind != "docker":
         assert _pid_gone(_hanging_pid(lines), "sleep 600")
     assert _gone(str(bench.root))
-    assert list((bench.root / "workspaces").iterdir()) == []
+    assert_nothing_of_the_step_left(bench.root)
     assert not (bench.root / "jobs" / bench.key / "1").exists()
     assert not _runner_containers(bench.key)
 
@@ -325,7 +360,7 @@ def test_a_wrapper_killed_hard_gets_its_cleanup_from_the_runner(bench, probe_ima
 
     def run_it() -> None:
         try:
-            runner.run(job, lines.append, lambda: None)
+            runner.run(job, _lines_into(lines), lambda: None)
         except RunnerError as err:
             errors.append(err)
 
@@ -347,7 +382,7 @@ def test_a_wrapper_killed_hard_gets_its_cleanup_from_the_runner(bench, probe_ima
     assert errors and "without a result" in str(errors[0]), (errors, lines[-5:])
     assert bench.marks.read_text() == "cleanup-ran\n"  # the probe's cleanup also removed its container
     assert not _container_exists(name)
-    assert list((bench.root / "workspaces").iterdir()) == []
+    assert_nothing_of_the_step_left(bench.root)
     assert not (bench.root / "jobs" / bench.key / "1").exists()
     assert not _runner_containers(bench.key)
 

@@ -59,7 +59,7 @@ def _job(origin: str, canary: Path, *, cache: dict[str, str], **env: str) -> Job
 
 def _run(root: Path, job: Job) -> tuple[int, list[str]]:
     lines: list[str] = []
-    outcome = LocalRunner(root=str(root)).run(job, lines.append, lambda: None)
+    outcome = LocalRunner(root=str(root)).run(job, lambda out: lines.extend(out.split("\n")), lambda: None)
     return outcome.rc, lines
 
 

@@ -9,7 +9,8 @@ composition, not a class per step and runner. For one task attempt it:
    artifact records passed from upstream tasks) and fails naming the missing ones;
 3. skips the work when this version's outputs are already in the cache (a re-run), unless ``force``;
 4. runs ``source <script>; <function> <args>`` at the version tag through the configured runner, the
-   output streamed into the task log line by line, with a heartbeat line when the step is quiet;
+   output streamed into the task log (lines read together are one record: ``step_log.py``), with a
+   heartbeat line when the step is quiet;
    ``./ci-cleanup.sh`` runs after the step whatever happens, and ``on_kill`` stops the whole tree;
 5. raises a skip when the step asked the build to stop (``./skip-build`` of packages_tag);
 6. checks that the outputs are in the cache and returns their artifact records (XCom).
@@ -24,7 +25,6 @@ from __future__ import annotations
 import datetime
 import re
 import time
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,14 +41,13 @@ from ..runners.base import JOB_NAMESPACE
 from ..scripts_repo import mask_url_credentials
 from ..steps import STEPS, BuildContext, Step, tap_summary
 from ..versions import VersionError
+from .step_log import StepLog
 
 __all__ = ["FlatcarStepOperator"]
 
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The most lines of a step's report kept in the cache (the task log has every line).
 _REPORT_LINES = 20000
-#: The last lines of a step searched for the cause of its failure.
-_TAIL_LINES = 400
 #: Steps that always run: their outputs' presence does not say their work is done (a release to a new
 #: offer, say, finds the AMI lists of an earlier one).
 _NO_RERUN_SKIP = {"test", "packages_tag", "image_changes", "release"}
@@ -165,23 +164,17 @@ class FlatcarStepOperator(BaseOperator):
             self._runner.describe(),
         )
         started = time.monotonic()
-        last_output = [started]
-
-        report: list[str] = []
-        # The step's last lines, numbered, for the cause of a failure (flatcar_airflow/failures.py).
-        tail: deque[tuple[int, str]] = deque(maxlen=_TAIL_LINES)
-
-        def on_line(line: str) -> None:
-            last_output[0] = time.monotonic()
-            self.log.info("%s", line)
-            tail.append((tail[-1][0] + 1 if tail else 1, line))
-            if spec.report and not line.startswith("[flatcar-airflow]") and len(report) < _REPORT_LINES:
-                report.append(line)
+        # The step's output in batched records, its numbered tail (for the cause of a failure,
+        # flatcar_airflow/failures.py) and, for a report step, its report lines (operators/step_log.py).
+        output = StepLog(
+            lambda text: self.log.info("%s", text), report_limit=_REPORT_LINES if spec.report else 0
+        )
 
         def on_tick() -> None:
+            output.tick()
             now = time.monotonic()
-            if now - last_output[0] >= self.heartbeat_interval:
-                last_output[0] = now
+            if now - output.last_output >= self.heartbeat_interval:
+                output.last_output = now
                 self.log.info(
                     "[flatcar-airflow] %s still running, no output for %.0f s (elapsed %s)",
                     self.step,
@@ -190,11 +183,13 @@ class FlatcarStepOperator(BaseOperator):
                 )
 
         try:
-            outcome = self._runner.run(job, on_line, on_tick)
+            outcome = self._runner.run(job, output.write, on_tick)
         except ValueError as err:  # the job's values refused before anything ran (runners/base.py)
             raise AirflowFailException(f"{self.step}: invalid job: {err}") from None
         except RunnerError as err:
             raise AirflowException(f"{self.step}: {err}") from None
+        finally:
+            output.flush()
         elapsed = _duration(time.monotonic() - started)
         record_extra: dict[str, Any] = {}
         if outcome.tap:
@@ -204,7 +199,7 @@ class FlatcarStepOperator(BaseOperator):
         if self._runner.killed or outcome.signal:
             raise AirflowException(f"{self.step} was stopped after {elapsed}; its cleanup ran")
         if outcome.rc != 0:
-            failure = diagnose([(number, _redact(line)) for number, line in tail], outcome.rc)
+            failure = diagnose([(number, _redact(line)) for number, line in output.tail], outcome.rc)
             context["ti"].xcom_push(key="failure", value=failure.to_dict())
             raise AirflowException(failure.message(self.step, f"exit status {outcome.rc} after {elapsed}"))
         if outcome.cleanup_rc != 0:
@@ -220,7 +215,7 @@ class FlatcarStepOperator(BaseOperator):
             raise AirflowException(f"{self.step}: {err}") from None
         produced = _unique(outputs + listed)
         if spec.report:
-            produced.append(self._store_report(hook, spec, ctx, report))
+            produced.append(self._store_report(hook, spec, ctx, output.report))
         found = self._require(hook, produced, "output")
         self.log.info("%s finished in %s with %d artifact(s)", self.step, elapsed, len(produced))
         return self._record(ctx, self._detailed(hook, produced, found), reused=False, **record_extra)

@@ -7,6 +7,10 @@
 ``{"type": "docker", "image": "flatcar-airflow-runner:0.1.0", "docker_url": "unix:///var/run/docker.sock",
 "root": "/var/lib/flatcar-airflow"}``
     a runner container on a Docker host, with the host's docker socket mounted.
+
+Every kind takes ``pooled_worktrees`` (default true): a warm build host reuses a pooled work tree per
+scripts repo and concurrent step, moved to the next tag incrementally (see ``flatcar-step.sh``), instead
+of a fresh clone and checkout per step.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from .base import Job, JobOutcome, Runner, RunnerError, job_key
 __all__ = ["Job", "JobOutcome", "Runner", "RunnerError", "job_key", "make_runner", "validate_runner_config"]
 
 _KEYS = {
-    "local": {"type", "root"},
-    "ssh": {"type", "root", "ssh_conn_id", "reconnect_timeout", "poll_interval"},
-    "docker": {"type", "root", "image", "docker_url", "network_mode", "docker_conn_id"},
+    "local": {"type", "root", "pooled_worktrees"},
+    "ssh": {"type", "root", "ssh_conn_id", "reconnect_timeout", "poll_interval", "pooled_worktrees"},
+    "docker": {"type", "root", "image", "docker_url", "network_mode", "docker_conn_id", "pooled_worktrees"},
 }
 _REQUIRED = {"local": set(), "ssh": {"ssh_conn_id"}, "docker": {"image"}}
 
@@ -56,6 +60,9 @@ def validate_runner_config(config: Mapping | str) -> dict:
             f"runner.root {str(root)[:80]!r} must be an absolute path of letters, digits, '/', '.', '_', "
             "'+', '@', '=', ',' and '-', without '..'"
         )
+    pooled = config.get("pooled_worktrees", True)
+    if not isinstance(pooled, bool):
+        raise ValueError(f"runner.pooled_worktrees must be true or false, got {pooled!r}")
     if kind == "docker":
         image = config.get("image")
         if not isinstance(image, str) or not _IMAGE.fullmatch(image):
@@ -72,7 +79,7 @@ def make_runner(config: Mapping | str) -> Runner:
     if kind == "local":
         from .local import LocalRunner
 
-        return LocalRunner(root=config["root"])
+        return LocalRunner(root=config["root"], pooled_worktrees=config.get("pooled_worktrees", True))
     if kind == "ssh":
         from .ssh import SSHRunner
 

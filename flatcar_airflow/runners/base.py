@@ -5,8 +5,10 @@ arguments, environment, private files such as the build cache key) and must:
 
 * make a private job directory on the build host with ``job.env`` and the files, and start
   ``flatcar-step.sh JOB_DIR`` in a new process group (or container) with standard input closed;
-* stream the wrapper's output line by line to ``on_line`` while it runs, calling ``on_tick`` about once
-  a second so the caller can log heartbeats when the step is quiet;
+* stream the wrapper's output to ``on_output`` while it runs, in blocks of complete lines (``"a\nb"``,
+  no final newline; :class:`OutputLines` makes them: per block, not per line, so a step printing a
+  gigabyte is not slowed by its log), and call ``on_tick`` when it has read all there is for now and
+  about once a second while the step is quiet (the caller logs what waits, and heartbeats);
 * return a :class:`JobOutcome` with the wrapper's ``result.json`` and reports;
 * :meth:`Runner.kill` from another thread: stop the whole tree (the wrapper then runs ``ci-cleanup.sh``);
 * never run one job twice: before starting, stop any earlier attempt of the same job key that still runs.
@@ -32,9 +34,11 @@ from importlib import resources
 
 __all__ = [
     "JOB_NAMESPACE",
+    "MAX_LINE_BYTES",
     "OPERATOR_JOB_VARIABLES",
     "Job",
     "JobOutcome",
+    "OutputLines",
     "Runner",
     "RunnerError",
     "job_key",
@@ -59,6 +63,37 @@ _CACHE_VALUES = {
     "key_file": re.compile(r"/(?:[A-Za-z0-9._+@=,-]+/?)*"),
 }
 _KEY_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+#: A longer line (no newline yet) is passed on in pieces of this size: memory stays bounded.
+MAX_LINE_BYTES = 1 << 20
+
+
+class OutputLines:
+    """Bytes of a step's output in, blocks of complete lines out (to ``on_output``), decoded as UTF-8.
+
+    Only the last, incomplete line waits for more; :meth:`close` passes it on at the end (a step's last
+    line without a newline is not lost).
+    """
+
+    def __init__(self, on_output: Callable[[str], None]) -> None:
+        self._on_output = on_output
+        self._partial = b""
+
+    def feed(self, chunk: bytes) -> None:
+        data = self._partial + chunk if self._partial else chunk
+        head, newline, rest = data.rpartition(b"\n")
+        if newline:
+            self._on_output(head.decode("utf-8", "replace"))
+        if len(rest) >= MAX_LINE_BYTES:
+            self._on_output(rest.decode("utf-8", "replace"))
+            rest = b""
+        self._partial = rest
+
+    def close(self) -> None:
+        if self._partial:
+            self._on_output(self._partial.decode("utf-8", "replace"))
+            self._partial = b""
 
 
 class RunnerError(RuntimeError):
@@ -153,11 +188,13 @@ def mask_job_secrets(job: Job) -> None:
                 mask_secret(line)
 
 
-def render_job_env(job: Job, *, mirror: str, workspace: str) -> str:
+def render_job_env(job: Job, *, mirror: str, workspace: str, pool: str = "") -> str:
     """``job.env`` for the wrapper. Every value passes through :func:`shlex.quote` here, and only here.
 
     Refuses (``ValueError``) an environment name that is not a shell name or is in the wrapper's
     namespace, and a build cache setting the wrapper would write into a line-based file unchecked.
+    ``pool``: the directory of the host's pooled work trees of this scripts repo ("": a fresh work tree
+    at ``workspace`` for every step).
     """
     q = shlex.quote
     lines = []
@@ -178,6 +215,7 @@ def render_job_env(job: Job, *, mirror: str, workspace: str) -> str:
         f"FLATCAR_JOB_REF={q(job.ref)}",
         f"FLATCAR_JOB_MIRROR={q(mirror)}",
         f"FLATCAR_JOB_WORKSPACE={q(workspace)}",
+        f"FLATCAR_JOB_POOL={q(pool)}",
         f"FLATCAR_JOB_SCRIPT={q(job.script)}",
         f"FLATCAR_JOB_FUNCTION={q(job.function)}",
         "FLATCAR_JOB_ARGS=(" + " ".join(q(arg) for arg in job.args) + ")",
@@ -206,8 +244,10 @@ class Runner(ABC):
         self._killed = threading.Event()
 
     @abstractmethod
-    def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
-        """Run the job to its end and return its outcome; raises :class:`RunnerError` if it cannot."""
+    def run(self, job: Job, on_output: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+        """Run the job to its end and return its outcome; raises :class:`RunnerError` if it cannot.
+
+        ``on_output`` gets the wrapper's output in blocks of complete lines, in order, nothing lost."""
 
     @abstractmethod
     def kill(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import queue
+import re
 import tarfile
 import threading
 import time
@@ -26,8 +27,17 @@ from docker.errors import APIError, DockerException, NotFound
 
 import docker
 
-from .base import Job, JobOutcome, Runner, RunnerError, mask_job_secrets, render_job_env, wrapper_script
-from .local import DEFAULT_ROOT, host_paths
+from .base import (
+    Job,
+    JobOutcome,
+    OutputLines,
+    Runner,
+    RunnerError,
+    mask_job_secrets,
+    render_job_env,
+    wrapper_script,
+)
+from .local import DEFAULT_ROOT, host_paths, pool_path
 
 __all__ = ["DockerRunner"]
 
@@ -43,8 +53,10 @@ class DockerRunner(Runner):
         docker_url: str | None = None,
         network_mode: str = "host",
         docker_conn_id: str | None = None,
+        pooled_worktrees: bool = True,
     ) -> None:
         super().__init__()
+        self.pooled_worktrees = pooled_worktrees
         self.image = image
         self.root = root
         self.docker_url = docker_url
@@ -97,12 +109,12 @@ class DockerRunner(Runner):
             raise RunnerError(f"cannot start a runner container: {err}") from None
         return 0, output.decode("utf-8", "replace")
 
-    def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+    def run(self, job: Job, on_output: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
         mask_job_secrets(job)
         client = self._client()
         mirror, workspace, _ = host_paths(self.root, job)
         job_dir = f"{_JOB_ROOT}/{job.attempt}"
-        self._stop_earlier_attempts(client, job, workspace, on_line)
+        self._stop_earlier_attempts(client, job, workspace, on_output)
         name = f"flatcar-airflow-{job.key}"[:200] + f"-{job.attempt}"
         try:
             container = client.containers.create(
@@ -125,16 +137,19 @@ class DockerRunner(Runner):
             raise RunnerError(f"cannot create the runner container: {err}") from None
         self._container = container
         try:
-            container.put_archive("/", _job_archive(job, job_dir, mirror, workspace))
+            pool = pool_path(self.root, job) if self.pooled_worktrees else ""
+            container.put_archive("/", _job_archive(job, job_dir, mirror, workspace, pool))
             if self.killed:
                 raise RunnerError("the task was stopped before the step started")
             container.start()
-            self._follow(container, on_line, on_tick)
+            self._follow(container, on_output, on_tick)
             status = container.wait(timeout=None)
-            outcome = self._collect(container, job_dir)
+            outcome, files = self._collect(container, job_dir)
             if outcome is None:
-                on_line("[flatcar-airflow] the runner container ended without a result: running the cleanup")
-                self._fallback_cleanup(client, workspace, job.keep_workspace)
+                on_output(
+                    "[flatcar-airflow] the runner container ended without a result: running the cleanup"
+                )
+                self._fallback_cleanup(client, workspace, job.keep_workspace, files)
                 raise RunnerError(
                     f"the runner container ended without a result (exit {status.get('StatusCode')})"
                 )
@@ -143,65 +158,78 @@ class DockerRunner(Runner):
             with contextlib.suppress(DockerException):
                 _remove(container)
 
-    def _follow(self, container, on_line, on_tick) -> None:
-        lines: queue.Queue[str | None] = queue.Queue()
+    def _follow(self, container, on_output, on_tick) -> None:
+        # Bounded: a step printing faster than the task logs waits (memory stays flat).
+        blocks: queue.Queue[str | None] = queue.Queue(maxsize=64)
 
         def pump() -> None:
-            buffer = b""
+            lines = OutputLines(blocks.put)
             try:
                 for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
-                    buffer += chunk
-                    *complete, buffer = buffer.split(b"\n")
-                    for line in complete:
-                        lines.put(line.decode("utf-8", "replace"))
+                    lines.feed(chunk)
             finally:
-                if buffer:
-                    lines.put(buffer.decode("utf-8", "replace"))
-                lines.put(None)
+                lines.close()
+                blocks.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
         while True:
             try:
-                line = lines.get(timeout=1.0)
+                block = blocks.get(timeout=1.0)
             except queue.Empty:
                 on_tick()
                 continue
-            if line is None:
+            if block is None:
                 break
-            on_line(line)
-            on_tick()
+            on_output(block)
+            if blocks.empty():
+                on_tick()
 
-    def _collect(self, container, job_dir: str) -> JobOutcome | None:
+    def _collect(self, container, job_dir: str) -> tuple[JobOutcome | None, dict[str, str]]:
+        """The outcome (None: no result, killed hard) and the job directory's files."""
         files = _read_dir(container, job_dir)
         if "result.json" not in files:
-            return None
+            return None, files
         tap = {name.removeprefix("tap/"): text for name, text in files.items() if name.startswith("tap/")}
-        return JobOutcome.from_files(files["result.json"], files.get("images.list"), tap)
+        return JobOutcome.from_files(files["result.json"], files.get("images.list"), tap), files
 
-    def _stop_earlier_attempts(self, client, job: Job, workspace: str, on_line) -> None:
+    def _stop_earlier_attempts(self, client, job: Job, workspace: str, on_output) -> None:
         """Never run one job twice: stop (and clean up after) an earlier attempt's container."""
         for container in client.containers.list(all=True, filters={"label": f"{_LABEL}={job.key}"}):
             attempt = container.labels.get(f"{_LABEL}.attempt", "?")
             if container.status in ("running", "restarting", "paused"):
-                on_line(
+                on_output(
                     f"[flatcar-airflow] stopping earlier attempt {attempt} of this step ({container.name})"
                 )
                 container.stop(timeout=int(self.stop_grace))
-            outcome = self._collect(container, f"{_JOB_ROOT}/{attempt}")
+            outcome, files = self._collect(container, f"{_JOB_ROOT}/{attempt}")
             if outcome is None:
-                self._fallback_cleanup(client, workspace, False)
+                self._fallback_cleanup(client, workspace, False, files)
             _remove(container)
 
-    def _fallback_cleanup(self, client, workspace: str, keep: bool) -> None:
-        """Run the work tree's ci-cleanup.sh from a fresh runner container (the wrapper could not)."""
-        script = (
-            'cd "$1" 2>/dev/null || exit 0; [ -f ci-cleanup.sh ] && bash ./ci-cleanup.sh; '
-            'cd /; [ "$2" = 1 ] || rm -rf "$1"'
-        )
+    def _fallback_cleanup(self, client, workspace: str, keep: bool, files: dict[str, str]) -> None:
+        """Run the work tree's ci-cleanup.sh from a fresh runner container (the wrapper could not).
+
+        ``files``: the dead container's job directory, which names the work tree it used (``workspace``)
+        and, for a pooled tree, its claim on it (``owner``): the wrapper's ``--cleanup-tree`` then runs
+        the cleanup only if the tree is still that attempt's, under the tree's lock, and keeps the tree.
+        """
+        recorded = files.get("workspace", "").strip()
+        token = files.get("owner", "").strip()
+        # Only a slot of this runner's pool (the file lived where the step could write).
+        pooled = re.fullmatch(rf"{re.escape(self.root)}/pool/[0-9a-f]{{16}}/[0-9]+", recorded)
+        if token and pooled:
+            workspace = recorded
+            command = ["bash", "-c", wrapper_script(), "flatcar-step.sh", "--cleanup-tree", workspace, token]
+        else:
+            script = (
+                'cd "$1" 2>/dev/null || exit 0; [ -f ci-cleanup.sh ] && bash ./ci-cleanup.sh; '
+                'cd /; [ "$2" = 1 ] || rm -rf "$1"'
+            )
+            command = ["bash", "-c", script, "cleanup", workspace, "1" if keep else "0"]
         with contextlib.suppress(DockerException):
             client.containers.run(
                 self.image,
-                command=["bash", "-c", script, "cleanup", workspace, "1" if keep else "0"],
+                command=command,
                 volumes={
                     "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
                     self.root: {"bind": self.root, "mode": "rw"},
@@ -234,13 +262,13 @@ def _remove(container) -> None:
             raise
 
 
-def _job_archive(job: Job, job_dir: str, mirror: str, workspace: str) -> bytes:
+def _job_archive(job: Job, job_dir: str, mirror: str, workspace: str, pool: str = "") -> bytes:
     """A tar of the job directory, private files 0600, for ``put_archive`` into the container."""
     buffer = io.BytesIO()
     now = time.time()
     entries = {
         "flatcar-step.sh": (wrapper_script().encode(), 0o755),
-        "job.env": (render_job_env(job, mirror=mirror, workspace=workspace).encode(), 0o600),
+        "job.env": (render_job_env(job, mirror=mirror, workspace=workspace, pool=pool).encode(), 0o600),
         **{name: (content, 0o600) for name, content in job.files.items()},
     }
     with tarfile.open(fileobj=buffer, mode="w") as archive:

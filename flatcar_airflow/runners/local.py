@@ -1,13 +1,16 @@
 """Local runner: the step runs as a subprocess of the Airflow worker, in its own process group.
 
 Directories under ``root`` (default ``/var/lib/flatcar-airflow``): ``mirrors/<hash>.git`` (the host's
-mirror of the scripts repo), ``workspaces/<job key>`` (the step's work tree) and
-``jobs/<job key>/<attempt>`` (the job's private directory, removed when the attempt ends).
+mirror of the scripts repo), ``pool/<hash>/<slot>`` (the pooled work trees of that repo, one per
+concurrent step, kept between steps), ``workspaces/<job key>`` (a fresh work tree, when pooling is off or
+every pooled tree is in use) and ``jobs/<job key>/<attempt>`` (the job's private directory, removed when
+the attempt ends).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import selectors
@@ -19,11 +22,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .base import Job, JobOutcome, Runner, RunnerError, mask_job_secrets, render_job_env, wrapper_script
+from .base import (
+    Job,
+    JobOutcome,
+    OutputLines,
+    Runner,
+    RunnerError,
+    mask_job_secrets,
+    render_job_env,
+    wrapper_script,
+)
 
-__all__ = ["LocalRunner", "host_paths"]
+__all__ = ["LocalRunner", "host_paths", "pool_path"]
 
 DEFAULT_ROOT = "/var/lib/flatcar-airflow"
+#: The most read from the wrapper's output at once (its pipe is made this large where the OS lets us).
+_READ_BYTES = 1 << 20
 
 
 def host_paths(root: str, job: Job) -> tuple[str, str, str]:
@@ -41,6 +55,11 @@ def host_paths(root: str, job: Job) -> tuple[str, str, str]:
     )
 
 
+def pool_path(root: str, job: Job) -> str:
+    """The directory of a build host's pooled work trees of the job's scripts repo (one per slot)."""
+    return f"{root}/pool/{hashlib.sha256(job.origin.encode()).hexdigest()[:16]}"
+
+
 def _write_private(path: Path, content: bytes | str, mode: int = 0o600) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -51,9 +70,10 @@ def _write_private(path: Path, content: bytes | str, mode: int = 0o600) -> None:
 class LocalRunner(Runner):
     """Runs the step wrapper on the Airflow worker itself."""
 
-    def __init__(self, root: str = DEFAULT_ROOT) -> None:
+    def __init__(self, root: str = DEFAULT_ROOT, pooled_worktrees: bool = True) -> None:
         super().__init__()
         self.root = root
+        self.pooled_worktrees = pooled_worktrees
         self._proc: subprocess.Popen | None = None
 
     def describe(self) -> str:
@@ -74,7 +94,7 @@ class LocalRunner(Runner):
             raise RunnerError(f"the checks took more than {timeout:.0f} s") from None
         return done.returncode, done.stdout + done.stderr
 
-    def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+    def run(self, job: Job, on_output: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
         mask_job_secrets(job)
         mirror, workspace, job_dir_name = host_paths(self.root, job)
         job_dir = Path(job_dir_name)
@@ -82,7 +102,10 @@ class LocalRunner(Runner):
             shutil.rmtree(job_dir)
         job_dir.mkdir(parents=True, mode=0o700)
         (job_dir / "flatcar-step.sh").write_text(wrapper_script())
-        _write_private(job_dir / "job.env", render_job_env(job, mirror=mirror, workspace=workspace))
+        pool = pool_path(self.root, job) if self.pooled_worktrees else ""
+        _write_private(
+            job_dir / "job.env", render_job_env(job, mirror=mirror, workspace=workspace, pool=pool)
+        )
         for name, content in job.files.items():
             _write_private(job_dir / name, content)
         if self.killed:
@@ -94,35 +117,37 @@ class LocalRunner(Runner):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        self._follow(self._proc, on_line, on_tick)
-        return self._collect(job, job_dir, on_line)
+        self._follow(self._proc, on_output, on_tick)
+        return self._collect(job, job_dir, on_output)
 
-    def _follow(self, proc: subprocess.Popen, on_line, on_tick) -> None:
+    def _follow(self, proc: subprocess.Popen, on_output, on_tick) -> None:
         selector = selectors.DefaultSelector()
         selector.register(proc.stdout, selectors.EVENT_READ)
-        buffer = b""
+        fd = proc.stdout.fileno()
+        with contextlib.suppress(OSError, AttributeError):  # a larger pipe: fewer, larger reads
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _READ_BYTES)
+        lines = OutputLines(on_output)
         try:
             while True:
-                if selector.select(timeout=1.0):
-                    chunk = os.read(proc.stdout.fileno(), 65536)
-                    if not chunk:
-                        break
-                    buffer += chunk
-                    *lines, buffer = buffer.split(b"\n")
-                    for line in lines:
-                        on_line(line.decode("utf-8", "replace"))
-                on_tick()
+                if not selector.select(timeout=1.0):
+                    on_tick()
+                    continue
+                chunk = os.read(fd, _READ_BYTES)
+                if not chunk:
+                    break
+                lines.feed(chunk)
+                if len(chunk) < _READ_BYTES:
+                    on_tick()  # the pipe is drained: what waits is logged now
         finally:
             selector.close()
-            if buffer:
-                on_line(buffer.decode("utf-8", "replace"))
+            lines.close()
             proc.wait()
 
-    def _collect(self, job: Job, job_dir: Path, on_line) -> JobOutcome:
+    def _collect(self, job: Job, job_dir: Path, on_output) -> JobOutcome:
         result = job_dir / "result.json"
         try:
             if not result.exists():
-                on_line("[flatcar-airflow] the wrapper ended without a result: running the cleanup")
+                on_output("[flatcar-airflow] the wrapper ended without a result: running the cleanup")
                 self._fallback_cleanup(job_dir)
                 raise RunnerError(f"the step wrapper ended without a result (exit {self._proc.returncode})")
             images = job_dir / "images.list"

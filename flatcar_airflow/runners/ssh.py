@@ -20,12 +20,23 @@ from typing import Any
 
 import paramiko
 
-from .base import Job, JobOutcome, Runner, RunnerError, mask_job_secrets, render_job_env, wrapper_script
-from .local import DEFAULT_ROOT, host_paths
+from .base import (
+    Job,
+    JobOutcome,
+    OutputLines,
+    Runner,
+    RunnerError,
+    mask_job_secrets,
+    render_job_env,
+    wrapper_script,
+)
+from .local import DEFAULT_ROOT, host_paths, pool_path
 
 __all__ = ["SSHRunner"]
 
 _CONNECTION_ERRORS = (paramiko.SSHException, socket.error, EOFError, OSError)
+#: The most of the log read at once (a step printing fast is read in pieces: memory stays flat).
+_READ_BYTES = 4 << 20
 #: Seconds between checks that the wrapper still runs while its log is quiet.
 _ALIVE_CHECK_INTERVAL = 10.0
 
@@ -37,8 +48,10 @@ class SSHRunner(Runner):
         root: str = DEFAULT_ROOT,
         reconnect_timeout: float = 300.0,
         poll_interval: float = 1.0,
+        pooled_worktrees: bool = True,
     ) -> None:
         super().__init__()
+        self.pooled_worktrees = pooled_worktrees
         self.ssh_conn_id = ssh_conn_id
         self.root = root
         self.reconnect_timeout = float(reconnect_timeout)
@@ -100,7 +113,7 @@ class SSHRunner(Runner):
             self._drop()
 
     # -- the job -------------------------------------------------------------------------------------
-    def run(self, job: Job, on_line: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
+    def run(self, job: Job, on_output: Callable[[str], None], on_tick: Callable[[], None]) -> JobOutcome:
         mask_job_secrets(job)
         mirror, workspace, job_dir = host_paths(self.root, job)
         try:
@@ -111,7 +124,7 @@ class SSHRunner(Runner):
         except _CONNECTION_ERRORS as err:
             self._drop()
             raise RunnerError(f"cannot start the step on the build host: {err}") from None
-        self._follow(job_dir, on_line, on_tick)
+        self._follow(job_dir, on_output, on_tick)
         try:
             return self._collect(job_dir)
         finally:
@@ -131,7 +144,12 @@ class SSHRunner(Runner):
         self._put(
             sftp,
             f"{job_dir}/job.env",
-            render_job_env(job, mirror=mirror, workspace=workspace).encode(),
+            render_job_env(
+                job,
+                mirror=mirror,
+                workspace=workspace,
+                pool=pool_path(self.root, job) if self.pooled_worktrees else "",
+            ).encode(),
             0o600,
         )
         for name, content in job.files.items():
@@ -166,10 +184,10 @@ class SSHRunner(Runner):
             time.sleep(0.2)
         raise RunnerError("the step wrapper did not start on the build host within 60 s")
 
-    def _follow(self, job_dir: str, on_line, on_tick) -> None:
+    def _follow(self, job_dir: str, on_output, on_tick) -> None:
         last_alive_check = time.monotonic()
         offset = 0
-        buffer = b""
+        lines = OutputLines(on_output)
         lost_since: float | None = None
         while True:
             try:
@@ -177,10 +195,10 @@ class SSHRunner(Runner):
                 done = _exists(sftp, f"{job_dir}/result.json")
                 with sftp.open(f"{job_dir}/log", "rb") as handle:
                     handle.seek(offset)
-                    chunk = handle.read()
+                    chunk = handle.read(_READ_BYTES)
                 if lost_since is not None:
                     away = time.monotonic() - lost_since
-                    on_line(f"[flatcar-airflow] reconnected to the build host after {away:.0f} s")
+                    on_output(f"[flatcar-airflow] reconnected to the build host after {away:.0f} s")
                     lost_since = None
             except FileNotFoundError:
                 raise RunnerError(
@@ -192,7 +210,9 @@ class SSHRunner(Runner):
                 now = time.monotonic()
                 if lost_since is None:
                     lost_since = now
-                    on_line(f"[flatcar-airflow] lost the connection to the build host ({err}); reconnecting")
+                    on_output(
+                        f"[flatcar-airflow] lost the connection to the build host ({err}); reconnecting"
+                    )
                 if now - lost_since >= self.reconnect_timeout:
                     raise RunnerError(
                         f"lost the connection to the build host for over {self.reconnect_timeout:.0f} s; "
@@ -203,10 +223,9 @@ class SSHRunner(Runner):
                 continue
             if chunk:
                 offset += len(chunk)
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    on_line(line.decode("utf-8", "replace"))
+                lines.feed(chunk)
+                if len(chunk) == _READ_BYTES:
+                    continue  # more to read now
             on_tick()
             if done and not chunk:
                 break
@@ -219,8 +238,7 @@ class SSHRunner(Runner):
                     if not self._wrapper_alive() and not self._result_written(job_dir):
                         break
                 time.sleep(self.poll_interval)
-        if buffer:
-            on_line(buffer.decode("utf-8", "replace"))
+        lines.close()
 
     def _result_written(self, job_dir: str) -> bool:
         """Whether result.json is there now (a connection error counts as yes: the main loop reconnects)."""
