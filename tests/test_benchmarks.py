@@ -26,6 +26,8 @@ EXPECTED = {
     "orchestration": "",
     "noop_nightly": "no-op nightly",
     "scale": "scale:",
+    "worktrees": "warm",
+    "log_streaming": "",
 }
 
 
