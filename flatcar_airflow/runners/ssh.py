@@ -47,6 +47,7 @@ class SSHRunner(Runner):
         self._sftp: paramiko.SFTPClient | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._following = False
 
     def describe(self) -> str:
         return f"ssh ({self.ssh_conn_id}, {self.root})"
@@ -55,7 +56,14 @@ class SSHRunner(Runner):
     def _connect(self) -> paramiko.SSHClient:
         from airflow.providers.ssh.hooks.ssh import SSHHook
 
-        hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=None, conn_timeout=30)
+        # While following a step, _follow retries itself within reconnect_timeout: the hook's own connect
+        # retries (about 3-5 s apart) would only stretch that timeout.
+        hook = SSHHook(
+            ssh_conn_id=self.ssh_conn_id,
+            cmd_timeout=None,
+            conn_timeout=30,
+            conn_retry_attempts=1 if self._following else 3,
+        )
         client = hook.get_conn()
         transport = client.get_transport()
         if transport is not None:
@@ -111,7 +119,11 @@ class SSHRunner(Runner):
         except _CONNECTION_ERRORS as err:
             self._drop()
             raise RunnerError(f"cannot start the step on the build host: {err}") from None
-        self._follow(job_dir, on_line, on_tick)
+        self._following = True
+        try:
+            self._follow(job_dir, on_line, on_tick)
+        finally:
+            self._following = False
         try:
             return self._collect(job_dir)
         finally:
