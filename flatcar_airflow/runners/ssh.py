@@ -53,16 +53,11 @@ class SSHRunner(Runner):
         return f"ssh ({self.ssh_conn_id}, {self.root})"
 
     # -- connection ----------------------------------------------------------------------------------
-    def _connect(self) -> paramiko.SSHClient:
+    def _connect(self, attempts: int = 3) -> paramiko.SSHClient:
         from airflow.providers.ssh.hooks.ssh import SSHHook
 
-        # While following a step, _follow retries itself within reconnect_timeout: the hook's own connect
-        # retries (about 3-5 s apart) would only stretch that timeout.
         hook = SSHHook(
-            ssh_conn_id=self.ssh_conn_id,
-            cmd_timeout=None,
-            conn_timeout=30,
-            conn_retry_attempts=1 if self._following else 3,
+            ssh_conn_id=self.ssh_conn_id, cmd_timeout=None, conn_timeout=30, conn_retry_attempts=attempts
         )
         client = hook.get_conn()
         transport = client.get_transport()
@@ -73,7 +68,9 @@ class SSHRunner(Runner):
     def _session(self) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
         with self._lock:
             if self._client is None or self._sftp is None:
-                self._client = self._connect()
+                # While following a step, _follow retries itself within reconnect_timeout: the hook's
+                # own connect retries (3-5 s apart) would only stretch that timeout.
+                self._client = self._connect(attempts=1 if self._following else 3)
                 self._sftp = self._client.open_sftp()
             return self._client, self._sftp
 
