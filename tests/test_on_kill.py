@@ -56,6 +56,7 @@ def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
     server = AirflowServers(home, env, DAG_ID)
     server.write_config = write_config
     server.build_root = tmp_path / "build-root"
+    server.origin = mini_origin
     server.migrate_and_create_pools()
     server.start("standalone", stop_signal=signal.SIGINT)
     try:
@@ -188,6 +189,7 @@ def _sigkill_the_task_process_and_restart_the_scheduler(airflow: AirflowServers,
     stops the step: it runs on, in its own session), and Airflow (scheduler and all) restarts right
     after. The attempt ends failed (or is reset and run again: either is fine); the next attempt stops
     the stale step, its container and child process, cleans up and completes; nothing is left."""
+    tags = airflow.origin.tags()
     airflow.write_config(MINI_HANG_STEP=STEP)
     _clear(airflow, run_id)
     child, container = _wait_hanging(airflow, run_id, 3)
@@ -231,3 +233,5 @@ def _sigkill_the_task_process_and_restart_the_scheduler(airflow: AirflowServers,
     )
     airflow.wait(lambda: not list(airflow.build_root.glob("jobs/*/*")), 60, "the job directories to go")
     assert list((airflow.build_root / "workspaces").iterdir()) == []
+    assert airflow.origin.tags() == tags  # the restart and the re-runs made no other tag
+    assert tags.count(airflow.xcom(run_id, "tag")["tag"]) == 1

@@ -325,7 +325,7 @@ class BuildCacheHook(BaseHook):
             retry_wait=float(retry_wait or 0),
         )
 
-    def _retrying(self, what: str, where: str, attempt: Callable[[], object]):
+    def retrying(self, what: str, where: str, attempt: Callable[[], object]):
         """``attempt()``, tried again after a :class:`_Transient` failure (or an httpx transport error, or
         an HTTP 5xx) up to ``retries`` times with a doubling wait; then :class:`BuildCacheUnreachable`."""
         settings = self.settings
@@ -383,7 +383,7 @@ class BuildCacheHook(BaseHook):
                 return {entry.path: entry for entry in entries}
 
         what = f"checking {unique[0]}" + (f" and {len(unique) - 1} more" if len(unique) > 1 else "")
-        return self._retrying(what, self.settings.http_url, attempt)
+        return self.retrying(what, self.settings.http_url, attempt)
 
     def _head(self, client: httpx.Client, path: str) -> CacheEntry:
         url = self.url(path)
@@ -440,7 +440,7 @@ class BuildCacheHook(BaseHook):
                     ["rsync", "--ignore-times", "--chmod=D755,F644", "-e", shlex.join(ssh), local, into],
                 ),
             ):
-                self._retrying(
+                self.retrying(
                     f"{what} for {path}", where, lambda cmd=cmd, what=what: _write(cmd, what, path, where)
                 )
         return self.url(path)
@@ -452,7 +452,7 @@ class BuildCacheHook(BaseHook):
                 response.raise_for_status()
                 return response.text
 
-        return self._retrying(f"reading {path}", self.settings.http_url, attempt)
+        return self.retrying(f"reading {path}", self.settings.http_url, attempt)
 
 
 def _write(cmd: list[str], what: str, path: str, where: str) -> None:
