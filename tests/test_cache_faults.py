@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from infra import _https_address, _start_cache_service
 
@@ -142,6 +143,13 @@ def test_a_cache_unreachable_for_a_while_is_waited_for_then_named(fresh, monkeyp
     found = hook.check(["drill/a.txt", "drill/missing"])
     assert found["drill/a.txt"].exists and not found["drill/missing"].exists  # a 404 is an answer
 
+    # Refusals are no outage: an untrusted certificate fails at once (and so does a 404 above).
+    untrusted = fresh.hook(monkeypatch, retries=4, retry_wait=2, ca_bundle="")
+    started = time.monotonic()
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        untrusted.check(["drill/a.txt"])
+    assert time.monotonic() - started < 5 and not _retry_lines(capfd)
+
     patient = fresh.hook(monkeypatch, retries=2, retry_wait=0.5)
     fresh.service.stop()
     for action, where, what in (
@@ -195,7 +203,7 @@ def test_a_full_cache_disk_is_named_and_our_writes_leave_no_truncated_file(fresh
         hook.upload("drill/manifest.json", b"x" * 1_000_000)
     assert time.monotonic() - started < 10 and not _retry_lines(capfd)
     assert "disk full on the build cache" in str(err.value).splitlines()[0]
-    assert "No space left on device" in str(err.value)
+    assert "No space left on device" in str(err.value) or "exit status 11, no message" in str(err.value)
     assert (fresh.data / "drill/manifest.json").read_bytes() == b"{}\n"  # the old file, whole
     assert sorted(p.name for p in (fresh.data / "drill").iterdir()) == ["manifest.json"]
 

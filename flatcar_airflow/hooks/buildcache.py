@@ -337,6 +337,8 @@ class BuildCacheHook(BaseHook):
             except (_Transient, httpx.TransportError, httpx.HTTPStatusError) as err:
                 if isinstance(err, httpx.HTTPStatusError) and err.response.status_code < 500:
                     raise
+                if _untrusted_certificate(err):
+                    raise  # no outage: waiting does not make the certificate trusted
                 cause = _describe(err)
             if number == tries:
                 break
@@ -471,13 +473,16 @@ def _write(cmd: list[str], what: str, path: str, where: str) -> None:
     if proc.returncode == 0:
         return
     # ssh and rsync say the cause last ("Host key verification failed."); a full disk may come earlier.
-    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()] or ["no message"]
+    lines = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     full = next((line for line in lines if _DISK_FULL.search(line)), None)
-    if full:
+    if full or (what == "rsync" and proc.returncode == 11 and not lines):
+        # rsync's 11 is "error in file I/O"; the receiver's own message is lost when it dies first.
+        cause = full[:300] if full else "rsync's receiver failed to write (exit status 11, no message)"
         raise RuntimeError(
             f"cannot write {path} to the build cache ({where}): disk full on the build cache: "
-            f"{full[:300]} (nothing was written under its name)"
+            f"{cause} (nothing was written under its name)"
         )
+    lines = lines or ["no message"]
     message = f"{what} failed ({proc.returncode}): {lines[-1][:300]}"
     if proc.returncode in _RSYNC_TRANSIENT and not _refused(lines):
         raise _Transient(message)
@@ -501,6 +506,18 @@ def _bounded(value: object, kind: type, most: float) -> float | None:
     if kind is int and not number.is_integer():
         return None
     return kind(number) if 0 <= number <= most else None
+
+
+def _untrusted_certificate(err: BaseException) -> bool:
+    """Whether a connection error is a TLS certificate verification failure (somewhere in its chain)."""
+    seen: BaseException | None = err
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _describe(err: BaseException) -> str:
