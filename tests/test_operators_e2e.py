@@ -259,8 +259,8 @@ def test_skip_build_skips_downstream_and_reruns_reuse_outputs(
     # Fault drill: an attempt cut mid-upload (a full cache disk) leaves a truncated file under its name
     # (the scripts' rsync --partial). Here one output is missing, so attempt 1 runs the step, which fails;
     # between the attempts the truncated file appears. The retry must build again, not reference it.
-    dv = "4593.2.4-nightly-20260920-2100"
-    tarball = build_cache.root / f"containers/{dv}/flatcar-packages-amd64-{dv}.tar.zst"
+    (packed,) = [a["path"] for a in record["artifacts"] if a["path"].endswith(".tar.zst")]
+    tarball = build_cache.root / packed
     whole = tarball.read_bytes()
     tarball.unlink()
 
