@@ -126,10 +126,29 @@ class Failure:
         )
 
 
-def diagnose(lines: Sequence[tuple[int, str]] | Iterable[str], exit_status: int | None = None) -> Failure:
+def _on_the_cache(line: str, cache_prefix: str | None) -> bool:
+    """Whether a disk-full line is the build cache's: it names a path under the cache's directory, or it
+    is the remote rsync receiver's (rsync 3.4+ on the server side names files ``/proc/self/fd/N/…``; a
+    local receiver, a download onto the build host, names the real path)."""
+    if "[receiver]" in line and '"/proc/self/fd/' in line:
+        return True
+    if not cache_prefix or cache_prefix == "/":
+        return False
+    return re.search(rf"[\"' ]{re.escape(cache_prefix.rstrip('/'))}/", line) is not None
+
+
+def diagnose(
+    lines: Sequence[tuple[int, str]] | Iterable[str],
+    exit_status: int | None = None,
+    *,
+    cache_prefix: str | None = None,
+) -> Failure:
     """The cause of a failed step from its last output ``lines`` (``(number, text)`` or plain text).
 
-    Unrecognised output gives kind ``unknown`` with the last error line (or the last line) as the summary.
+    ``cache_prefix`` is the build cache's directory (``BUILDCACHE_PATH_PREFIX``): a full disk reported for
+    a path under it, or by the remote rsync receiver of an upload (:func:`_on_the_cache`), is the
+    cache's, not the build host's. Unrecognised output gives kind ``unknown`` with the last error line
+    (or the last line) as the summary.
     """
     numbered = [item if isinstance(item, tuple) else (None, item) for item in lines]
     numbered = [
@@ -145,6 +164,8 @@ def diagnose(lines: Sequence[tuple[int, str]] | Iterable[str], exit_status: int 
                     summary = sentence.format(**groups)
                 except KeyError:
                     summary = sentence.split(":")[0]
+                if kind == "disk-full" and _on_the_cache(text, cache_prefix):
+                    summary = "disk full on the build cache (its upload was cut; the step failed)"
                 if kind == "missing-tool" and groups.get("tool") == "sudo":
                     kind, summary = (
                         "no-sudo",

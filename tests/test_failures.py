@@ -109,3 +109,11 @@ def test_the_summary_names_root_failures_apart_from_what_they_blocked():
         "build of main-4901.0.0-nightly-20261201-2100 failed: amd64.packages (cannot reach ghcr.io), "
         "arm64.image; 3 tasks not run because of it: amd64.push_packages, amd64.image, amd64.vms"
     )
+
+
+def test_a_full_disk_under_the_cache_directory_is_the_caches():
+    line = 'rsync: write failed on "/srv/bincache/images/amd64/1.0/image.bin": No space left on device (28)'
+    assert diagnose([line], 11, cache_prefix="/srv/bincache").summary.startswith(
+        "disk full on the build cache"
+    )
+    assert diagnose([line], 11, cache_prefix="/srv/other").summary == "disk full on the build host"

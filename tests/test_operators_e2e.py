@@ -256,6 +256,38 @@ def test_skip_build_skips_downstream_and_reruns_reuse_outputs(
     assert record["reused"] is True and record["artifacts"][0]["image_id"]
     assert "exist already: not building again" in capfd.readouterr().out
 
+    # Fault drill: an attempt cut mid-upload (a full cache disk) leaves a truncated file under its name
+    # (the scripts' rsync --partial). Here one output is missing, so attempt 1 runs the step, which fails;
+    # between the attempts the truncated file appears. The retry must build again, not reference it.
+    (packed,) = [a["path"] for a in record["artifacts"] if a["path"].endswith(".tar.zst")]
+    tarball = build_cache.root / packed
+    whole = tarball.read_bytes()
+    tarball.unlink()
+
+    def truncate_between_attempts(context) -> None:
+        tarball.write_bytes(whole[: len(whole) // 2])
+
+    with DAG("e2e_retry_after_cut", schedule=None, start_date=START) as dag:
+        build = _tag_task(origin, "flatcar-4593", "os", str(tmp_path / "tag-cache"), OTHER_NIGHT)
+        PackagesOperator(
+            task_id="packages_amd64",
+            build=build,
+            arch="amd64",
+            retries=1,
+            retry_delay=dt.timedelta(0),
+            on_retry_callback=truncate_between_attempts,
+            env={"MINI_FAIL_ONCE": "packages_build", "MINI_STATE_DIR": str(tmp_path / "mini-state")},
+            **common,
+        )
+    retried = run_dag(dag, logical_date=None)
+    ti = retried.get_task_instance("packages_amd64")
+    assert ti.state == "success" and ti.try_number == 2
+    record = ti.xcom_pull(task_ids="packages_amd64")
+    assert record["reused"] is False
+    assert "running the step again rather than reusing" in capfd.readouterr().out
+    sizes = {a["path"]: a["size"] for a in record["artifacts"]}
+    assert sizes[str(tarball.relative_to(build_cache.root))] == tarball.stat().st_size > len(whole) // 2
+
 
 def test_missing_input_fails_before_the_step_runs(
     run_dag, connections, build_cache, mini_origin, tmp_path, capfd

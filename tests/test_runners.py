@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -25,6 +26,7 @@ from gitrepos import assert_nothing_of_the_step_left, commit_file, git, make_ori
 
 from flatcar_airflow.runners.base import Job, RunnerError
 from flatcar_airflow.runners.local import LocalRunner
+from flatcar_airflow.runners.ssh import SSHRunner
 
 PROBE = r"""# >>> This file is supposed to be SOURCED from the repository ROOT. <<<
 function probe() {
@@ -37,6 +39,11 @@ function probe() {
     if read -r -t 1 line; then echo "stdin-open"; else echo "stdin-closed"; fi
     [ -f ci-cleanup.sh ] || echo '#!/bin/bash' > ci-cleanup.sh
     echo "echo cleanup-ran >> '${PROBE_MARKS}'" >> ci-cleanup.sh
+    if [ -n "${PROBE_RUNS:-}" ]; then  # "start N" ... "end N" per run; "overlap" if two ever ran at once
+        mkdir "${PROBE_RUNS}.lock" 2>/dev/null || echo overlap >> "${PROBE_RUNS}"
+        echo "start ${PROBE_RUN}" >> "${PROBE_RUNS}"
+        echo "rmdir '${PROBE_RUNS}.lock'; echo 'end ${PROBE_RUN}' >> '${PROBE_RUNS}'" >> ci-cleanup.sh
+    fi
     mkdir -p images/latest
     echo data > images/latest/flatcar_production_image.bin.bz2
     printf '1..2\nok 1 - cl.basic\nnot ok 2 - cl.network\n' > results-qemu.tap
@@ -107,6 +114,7 @@ def bench(request, probe_origin, tmp_path, monkeypatch):
     root = tmp_path / "root"
     root.mkdir()
     origin = probe_origin.url
+    extra: dict = {}
     if request.param == "docker":
         from flatcar_airflow.runners.docker import DockerRunner
 
@@ -114,6 +122,7 @@ def bench(request, probe_origin, tmp_path, monkeypatch):
         origin = str(root / "origin.git")
         shutil.copytree(probe_origin.url, origin)
         runner_factory = lambda: DockerRunner(image=image, root=str(root))  # noqa: E731
+        extra = {"image": image}
     elif request.param == "ssh":
         from flatcar_airflow.runners.ssh import SSHRunner
 
@@ -123,7 +132,9 @@ def bench(request, probe_origin, tmp_path, monkeypatch):
         runner_factory = lambda: SSHRunner(ssh_conn_id="probe_build_host", root=str(root), poll_interval=0.2)  # noqa: E731
     else:
         runner_factory = lambda: LocalRunner(root=str(root))  # noqa: E731
-    return Bench(request.param, root, origin, root / "marks", runner_factory)
+    bench = Bench(request.param, root, origin, root / "marks", runner_factory)
+    bench.spec = {"kind": request.param, "root": str(root), **extra}
+    return bench
 
 
 @dataclass
@@ -137,6 +148,8 @@ class Bench:
     #: The job key: unique to the test, so the docker runner's "stop an earlier attempt of this job"
     #: and the checks for leftovers never touch another session's jobs or containers.
     key: str = field(default_factory=lambda: f"probe-job-{uuid.uuid4().hex[:12]}")
+    #: How another process makes the same runner (:func:`_run_in_a_task_process`).
+    spec: dict = field(default_factory=dict)
 
     def job(self, *args, mode="ok", attempt=1, key=None, **env) -> Job:
         return Job(
@@ -451,3 +464,154 @@ def test_ssh_step_survives_a_dropped_connection(probe_origin, build_cache, tmp_p
     assert any("reconnected to the build host" in line for line in result["lines"])
     assert "probe done" in result["lines"]
     assert bench.marks.read_text() == "cleanup-ran\n"
+
+
+#: A task process of its own: makes the bench's runner and runs one job, printing the step's lines.
+_TASK_PROCESS = """
+import dataclasses, json, sys
+from flatcar_airflow.runners.base import Job
+spec = json.loads(sys.argv[1])
+if spec["kind"] == "docker":
+    from flatcar_airflow.runners.docker import DockerRunner
+    runner = DockerRunner(image=spec["image"], root=spec["root"])
+elif spec["kind"] == "ssh":
+    from flatcar_airflow.runners.ssh import SSHRunner
+    runner = SSHRunner(ssh_conn_id="probe_build_host", root=spec["root"], poll_interval=0.2)
+else:
+    from flatcar_airflow.runners.local import LocalRunner
+    runner = LocalRunner(root=spec["root"])
+runner.run(Job(**spec["job"]), lambda line: print(line, flush=True), lambda: None)
+"""
+
+
+def test_a_task_process_killed_hard_leaves_its_step_to_the_next_attempt(bench, probe_image):
+    """Fault drill: the task process (the one that runs the runner) dies by SIGKILL mid-step, so nothing
+    of ours stops the step: its wrapper (own session, remote and detached, or a container) runs on. The
+    next attempt, in another process, stops it, runs its cleanup, and completes; afterwards nothing of the
+    step is left: no container, no process, no work tree, no job directory."""
+    import dataclasses
+    import sys
+
+    name = f"probe-{bench.kind}-sigkill"
+    first = bench.job(mode="hang", PROBE_ID=f"{bench.kind}-sigkill", PROBE_IMAGE=probe_image)
+    task = subprocess.Popen(
+        [sys.executable, "-c", _TASK_PROCESS, json.dumps({**bench.spec, "job": dataclasses.asdict(first)})],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(task.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 90
+    while not _container_exists(name) and time.monotonic() < deadline and task.poll() is None:
+        time.sleep(0.2)
+    assert _container_exists(name), lines[-10:]
+    time.sleep(1)
+    task.kill()  # SIGKILL: no on_kill, no cleanup, no goodbye
+    task.wait(timeout=30)
+    reader.join(timeout=30)
+    time.sleep(1)
+    assert _container_exists(name), "the step stopped with its task process: this drill proves nothing"
+    if bench.kind != "docker":
+        hanging = _hanging_pid([line.strip() for line in lines])
+        assert not _pid_gone(hanging, "sleep 600", within=0.1)
+
+    outcome, later, _ = run(bench.make_runner(), bench.job(attempt=2))
+
+    assert outcome.rc == 0 and "probe done" in later
+    assert any("earlier attempt" in line and "1" in line for line in later), later
+    assert not _container_exists(name)
+    if bench.kind != "docker":
+        assert _pid_gone(hanging, "sleep 600")
+    assert bench.marks.read_text() == "cleanup-ran\ncleanup-ran\n"  # the killed attempt's cleanup too
+    assert _gone(str(bench.root))
+    assert list((bench.root / "workspaces").iterdir()) == []
+    assert not (bench.root / "jobs" / bench.key / "1").exists()
+    assert not (bench.root / "jobs" / bench.key / "2").exists()
+    assert not _runner_containers(bench.key)
+
+
+def _restart_sshd(host, down: float) -> None:
+    """The build host's sshd goes away (the listener and every session of it) for ``down`` seconds, then
+    starts again on the same port with the same keys, as after a restart or reboot of the service."""
+    sessions = host.ssh_session_pids()
+    host.stop()
+    for pid in sessions:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(down)
+    directory = host.key_file.parent
+    host.proc = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-f", str(directory / "sshd_config"), "-E", str(directory / "sshd.log")],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host.server, host.port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the build host's sshd did not come back")
+
+
+def test_ssh_build_host_sshd_restarted_mid_step(probe_origin, build_cache, tmp_path, monkeypatch):
+    """Fault drill: the build host's sshd restarts mid-step. Down for longer than ``reconnect_timeout``,
+    the attempt fails cleanly, naming the lost connection, while the step runs on there; the retry stops
+    that step before its own starts (one copy at a time) and, through a shorter restart of its own
+    (within the timeout), reconnects and completes."""
+    conn = host_connection(build_cache)
+    monkeypatch.setenv("AIRFLOW_CONN_PROBE_BUILD_HOST", json.dumps(conn))
+    bench = Bench("ssh", tmp_path / "root", probe_origin.url, tmp_path / "marks", None)
+    runs = tmp_path / "runs"
+    impatient = SSHRunner(ssh_conn_id="probe_build_host", root=str(bench.root), poll_interval=0.2)
+    impatient.reconnect_timeout = 2
+    errors: list[Exception] = []
+    lines: list[str] = []
+
+    def first() -> None:
+        try:
+            impatient.run(bench.job(mode="slow", PROBE_SLOW="30", PROBE_RUNS=str(runs), PROBE_RUN="1"),
+                          lines.append, lambda: None)  # fmt: skip
+        except RunnerError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while "start 1" not in (runs.read_text() if runs.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _restart_sshd(build_cache.build_host, down=5)
+    thread.join(timeout=60)
+
+    assert not thread.is_alive()
+    assert errors and "lost the connection to the build host for over 2 s" in str(errors[0]), (errors, lines)
+    assert "the retry stops it before starting again" in str(errors[0])
+    assert runs.read_text() == "start 1\n"  # it still runs on the host
+
+    patient = SSHRunner(ssh_conn_id="probe_build_host", root=str(bench.root), poll_interval=0.2)
+    result: dict = {}
+    job = bench.job(attempt=2, mode="slow", PROBE_SLOW="6", PROBE_RUNS=str(runs), PROBE_RUN="2")
+
+    def second() -> None:
+        result["outcome"], result["lines"], _ = run(patient, job)
+
+    retry = threading.Thread(target=second)
+    retry.start()
+    deadline = time.monotonic() + 60
+    while "start 2" not in runs.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _restart_sshd(build_cache.build_host, down=2)
+    retry.join(timeout=120)
+
+    assert result["outcome"].rc == 0, result["lines"][-10:]
+    later = result["lines"]
+    assert any("stopping an earlier attempt of this step (1" in line for line in later), later
+    assert any("lost the connection to the build host" in line for line in later)
+    assert any("reconnected to the build host" in line for line in later)
+    assert runs.read_text() == "start 1\nend 1\nstart 2\nend 2\n"  # one at a time, each once
+    assert not (bench.root / "jobs" / bench.key / "1").exists()
+    assert list((bench.root / "workspaces").iterdir()) == []

@@ -172,14 +172,27 @@ class _MovingBranchRepo(ScriptsRepo):
 
 
 def test_branch_moved_during_tagging_leaves_no_tag_behind(origins, tmp_path):
+    """Fault drill: the branch moves on the origin between our fetch and our push. The atomic push is
+    refused; the error names the branch, both heads and the tag; no tag is left on the origin nor in the
+    local cache repository (the tag is pushed from a commit id, never created locally)."""
     repo = _MovingBranchRepo(origins.url, cache_dir=tmp_path / "c")
-    repo.before_push = lambda: origins.push_change("main", "README", "pushed during the nightly\n")
+    head_before = origins.head("main")
+    moved = []
+    repo.before_push = lambda: moved.append(
+        origins.push_change("main", "README", "pushed during the nightly\n")
+    )
 
-    with pytest.raises(BranchMovedError, match="neither the branch nor the tag changed"):
+    with pytest.raises(BranchMovedError, match="neither the branch nor the tag changed") as err:
         tag_version(repo, full_request())
 
+    assert f"branch main moved from {head_before} to {moved[0]} while tagging {MAIN_NIGHTLY}" in str(
+        err.value
+    )
     assert MAIN_NIGHTLY not in origins.tags()
+    assert origins.head("main") == moved[0]  # the other push stands; ours changed nothing
     assert origins.show("main", "README") == "pushed during the nightly"
+    local_refs = repo.git("for-each-ref", "--format=%(refname)").split()
+    assert local_refs and f"refs/tags/{MAIN_NIGHTLY}" not in local_refs
 
 
 def test_losing_a_race_reuses_the_winners_identical_tag(origins, tmp_path):

@@ -96,9 +96,23 @@ def _get(client: httpx.Client, url: str):
 def read_index(hook: BuildCacheHook, branch: str) -> IndexRead:
     """The branch's index over HTTPS: a 404 is an empty index, an unreadable file a :class:`IndexRead`
     with ``problem`` set. Raises :class:`IndexUnavailable` and :class:`NewerIndex`."""
+    import httpx
+
+    from ..hooks.buildcache import BuildCacheUnreachable
+
     url = hook.url(index_path(branch))
-    with hook.get_conn() as client:
-        response = _get(client, url)
+
+    def attempt() -> httpx.Response:
+        with hook.get_conn() as client:
+            response = client.get(url)
+        if response.status_code >= 500:
+            response.raise_for_status()  # a cache that restarts: the hook tries again
+        return response
+
+    try:
+        response = hook.retrying(f"reading {index_path(branch)}", hook.settings.http_url, attempt)
+    except (BuildCacheUnreachable, httpx.HTTPError) as err:
+        raise IndexUnavailable(f"cannot read {url}: {type(err).__name__}: {err}") from None
     if response.status_code == 404:
         return IndexRead([], exists=False)
     if response.status_code != 200:

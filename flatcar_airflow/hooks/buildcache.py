@@ -15,7 +15,9 @@ extra         ``path_prefix`` (``BUILDCACHE_PATH_PREFIX``, required), ``private_
               steps get them as ``CURL_CA_BUNDLE``, and our checks trust them), ``verify`` (false
               disables TLS checks of our own reads only), ``host_key`` (the ssh server's public key
               ``<type> <base64>``, checked when flatcar-airflow itself writes a file; without it the
-              worker's known_hosts must know the server)
+              worker's known_hosts must know the server), ``retries`` and ``retry_wait`` (how often and
+              how patiently our own checks, reads and writes try again while the cache is unreachable:
+              default 4 more attempts, waiting 2 s, then twice as long each time, at most 30 s)
 
 flatcar-airflow's own writes (the build manifest) use ``ssh`` and ``rsync`` on the worker, like the
 scripts' ``copy_to_buildcache``; the project's cache server (docs/buildcache.md) allows the key nothing else.
@@ -29,6 +31,14 @@ path of such a file under :data:`CA_DIRECTORIES`, since the bundle is shipped to
 path could otherwise name any file of the worker). A bad value fails naming the field and never echoes a
 secret.
 
+A cache that restarts or drops off the network for a while is waited for: a connection error, a timeout
+or an HTTP 5xx answer (and ssh's or rsync's connection failures) is retried with a doubling wait, a
+bounded number of times; then the error names the cache, the attempts and the last cause
+(:class:`BuildCacheUnreachable`). A refusal (404, 403, a rejected key) and a full disk are not retried:
+they do not get better by waiting. Writes never leave a part of a file under its name: rsync writes a
+temporary file and renames it when it is complete (no ``--partial``), so a cut or a full disk leaves the
+old file or none.
+
 The private key is masked in logs (the whole key, and each of its lines, which a tool may print alone)
 and only ever written into a job's private directory on the build host.
 """
@@ -38,7 +48,8 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -46,7 +57,14 @@ from functools import cached_property
 import httpx
 from airflow.sdk import BaseHook
 
-__all__ = ["CA_DIRECTORIES", "BuildCacheHook", "BuildCacheSettings", "CacheEntry", "check_ca_pem"]
+__all__ = [
+    "CA_DIRECTORIES",
+    "BuildCacheHook",
+    "BuildCacheSettings",
+    "BuildCacheUnreachable",
+    "CacheEntry",
+    "check_ca_pem",
+]
 
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._+@=,-][A-Za-z0-9._+@=,/-]*")
 #: A DNS name or IPv4 address (labels of letters, digits and '-'), or an IPv6 address.
@@ -71,6 +89,24 @@ CA_DIRECTORIES = (
 )
 #: Key lines shorter than this are not masked on their own (the last line of a key may be a few bytes).
 _MASK_MIN = 16
+#: Retries of a check, read or write while the cache is unreachable, and the first wait (it doubles).
+DEFAULT_RETRIES = 4
+DEFAULT_RETRY_WAIT = 2.0
+_MAX_RETRY_WAIT = 30.0
+#: rsync's exit statuses of a broken connection (10 socket I/O, 12 protocol stream, 30 timeout,
+#: 35 daemon timeout, 255 ssh): worth another attempt, unlike 11 and 23 (file I/O, partial transfer).
+_RSYNC_TRANSIENT = frozenset({10, 12, 30, 35, 255})
+#: What ssh and the cache's restricted shell print when they refuse (a key, a host key, a command).
+_REFUSALS = ("Permission denied", "Host key verification failed", "build cache: refused")
+_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded", re.IGNORECASE)
+
+
+class BuildCacheUnreachable(RuntimeError):
+    """The build cache did not answer (connection refused, timed out, 5xx) within the retries."""
+
+
+class _Transient(Exception):
+    """One attempt failed for a reason that waiting may cure (the message says which)."""
 
 
 def check_ca_pem(data: bytes, what: str) -> bytes:
@@ -145,6 +181,8 @@ class BuildCacheSettings:
     ca_bundle: str | None = None
     verify: bool = True
     host_key: str | None = None
+    retries: int = DEFAULT_RETRIES
+    retry_wait: float = DEFAULT_RETRY_WAIT
 
     def step_environment(self) -> dict[str, str]:
         """Non-secret variables every step gets (the CA reaches it as a job file, see :meth:`ca_pem`)."""
@@ -263,6 +301,13 @@ class BuildCacheHook(BaseHook):
         ca_bundle = extra.get("ca_bundle")
         if ca_bundle:
             problems.append(_check_ca_bundle(ca_bundle))
+        raw_retries = extra.get("retries", DEFAULT_RETRIES)
+        raw_wait = extra.get("retry_wait", DEFAULT_RETRY_WAIT)
+        retries, retry_wait = _bounded(raw_retries, int, 20), _bounded(raw_wait, float, 300)
+        if retries is None:
+            problems.append(f"extra 'retries' {str(raw_retries)[:20]!r} must be a whole number from 0 to 20")
+        if retry_wait is None:
+            problems.append(f"extra 'retry_wait' {str(raw_wait)[:20]!r} must be seconds from 0 to 300")
         problems = [problem for problem in problems if problem]
         if problems:
             raise ValueError(f"build cache connection {self.buildcache_conn_id!r}: {'; '.join(problems)}")
@@ -278,6 +323,43 @@ class BuildCacheHook(BaseHook):
             ca_bundle=ca_bundle,
             host_key=host_key,
             verify=str(verify).lower() not in ("false", "0", "no"),
+            retries=int(retries or 0),
+            retry_wait=float(retry_wait or 0),
+        )
+
+    def retrying(self, what: str, where: str, attempt: Callable[[], object]):
+        """``attempt()``, tried again after a :class:`_Transient` failure (or an httpx transport error, or
+        an HTTP 5xx) up to ``retries`` times with a doubling wait; then :class:`BuildCacheUnreachable`."""
+        settings = self.settings
+        wait, started = settings.retry_wait, time.monotonic()
+        tries = settings.retries + 1
+        for number in range(1, tries + 1):
+            try:
+                return attempt()
+            except (_Transient, httpx.TransportError, httpx.HTTPStatusError) as err:
+                if isinstance(err, httpx.HTTPStatusError) and err.response.status_code < 500:
+                    raise
+                if _untrusted_certificate(err):
+                    raise  # no outage: waiting does not make the certificate trusted
+                cause = _describe(err)
+            if number == tries:
+                break
+            self.log.warning(
+                "Build cache %s (%s): %s failed: %s; attempt %d of %d in %.0f s",
+                self.buildcache_conn_id,
+                where,
+                what,
+                cause,
+                number + 1,
+                tries,
+                wait,
+            )
+            time.sleep(wait)
+            wait = min(wait * 2, _MAX_RETRY_WAIT)
+        raise BuildCacheUnreachable(
+            f"the build cache {self.buildcache_conn_id!r} ({where}) is unreachable: {what} failed "
+            f"{tries} time(s) over {time.monotonic() - started:.0f} s; last: {cause} "
+            "(the connection's extras 'retries' and 'retry_wait' set the patience)"
         )
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -311,20 +393,25 @@ class BuildCacheHook(BaseHook):
         unique = list(dict.fromkeys(paths))
         if not unique:
             return {}
-        if _proxy_configured():
-            with self.get_conn() as client, ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                entries = pool.map(lambda path: self._head(client, path), unique)
-                return {entry.path: entry for entry in entries}
-        workers = min(self.concurrency, len(unique))
-        shares = [unique[n::workers] for n in range(workers)]
-        context = self._ssl_context() if self.settings.http_url.startswith("https:") else None
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            found = {
-                entry.path: entry
-                for share in pool.map(lambda share: self._head_share(share, context), shares)
-                for entry in share
-            }
-        return {path: found[path] for path in unique}
+
+        def attempt() -> dict[str, CacheEntry]:
+            if _proxy_configured():
+                with self.get_conn() as client, ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                    entries = pool.map(lambda path: self._head(client, path), unique)
+                    return {entry.path: entry for entry in entries}
+            workers = min(self.concurrency, len(unique))
+            shares = [unique[n::workers] for n in range(workers)]
+            context = self._ssl_context() if self.settings.http_url.startswith("https:") else None
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                found = {
+                    entry.path: entry
+                    for share in pool.map(lambda share: self._head_share(share, context), shares)
+                    for entry in share
+                }
+            return {path: found[path] for path in unique}
+
+        what = f"checking {unique[0]}" + (f" and {len(unique) - 1} more" if len(unique) > 1 else "")
+        return self.retrying(what, self.settings.http_url, attempt)
 
     def _head_share(self, paths: list[str], context: ssl.SSLContext | None) -> list[CacheEntry]:
         """HEAD each of ``paths`` over one keep-alive connection (opened again if the server closed it)."""
@@ -363,12 +450,16 @@ class BuildCacheHook(BaseHook):
                     length = response.getheader("content-length")
                     size = int(length) if length and length.isdigit() else None
                     entries.append(CacheEntry(path, url, True, size))
+                elif response.status >= 500:  # the server's trouble: worth another attempt
+                    raise _Transient(f"HTTP {response.status} {response.reason} from {url}")
                 else:
                     raise RuntimeError(
                         f"build cache check of {url} failed: HTTP {response.status} {response.reason}"
                     )
-        except OSError as err:
+        except ssl.SSLCertVerificationError as err:  # no outage: waiting does not make it trusted
             raise RuntimeError(f"build cache check at {self.settings.http_url} failed: {err}") from err
+        except OSError as err:  # refused, reset, timed out, no route: waiting may cure it
+            raise _Transient(f"{type(err).__name__}: {err}") from err
         finally:
             conn.close()
         return entries
@@ -391,7 +482,6 @@ class BuildCacheHook(BaseHook):
         """
         import posixpath
         import shlex
-        import subprocess
         import tempfile
 
         settings = self.settings
@@ -419,6 +509,7 @@ class BuildCacheHook(BaseHook):
                 handle.write(data)
             remote = f"{settings.user}@{settings.server}"
             into = f"{remote}:{posixpath.dirname(target)}/"
+            where = f"{remote}, port {settings.port}"
             for what, cmd in (
                 ("mkdir -p", [*ssh, remote, f"mkdir -p {shlex.quote(posixpath.dirname(target))}"]),
                 # Into the directory (rrsync refuses to replace a file named as the destination) and
@@ -428,33 +519,90 @@ class BuildCacheHook(BaseHook):
                     ["rsync", "--ignore-times", "--chmod=D755,F644", "-e", shlex.join(ssh), local, into],
                 ),
             ):
-                try:
-                    proc = subprocess.run(
-                        cmd,
-                        capture_output=True,
-                        text=True,
-                        stdin=subprocess.DEVNULL,
-                        timeout=300,
-                        check=False,
-                    )
-                except FileNotFoundError:
-                    raise RuntimeError(
-                        f"cannot write to the build cache: {cmd[0]} is not installed"
-                    ) from None
-                if proc.returncode != 0:
-                    # ssh and rsync say the cause last ("Host key verification failed.").
-                    lines = [line for line in proc.stderr.splitlines() if line.strip()] or ["no message"]
-                    raise RuntimeError(
-                        f"cannot write {path} to the build cache ({remote}, port {settings.port}): {what} "
-                        f"failed ({proc.returncode}): {lines[-1].strip()[:300]}"
-                    )
+                self.retrying(
+                    f"{what} for {path}", where, lambda cmd=cmd, what=what: _write(cmd, what, path, where)
+                )
         return self.url(path)
 
     def read_text(self, path: str) -> str:
-        with self.get_conn() as client:
-            response = client.get(self.url(path))
-            response.raise_for_status()
-            return response.text
+        def attempt() -> str:
+            with self.get_conn() as client:
+                response = client.get(self.url(path))
+                response.raise_for_status()
+                return response.text
+
+        return self.retrying(f"reading {path}", self.settings.http_url, attempt)
+
+
+def _write(cmd: list[str], what: str, path: str, where: str) -> None:
+    """One run of ssh or rsync for :meth:`BuildCacheHook.upload`: a broken connection is :class:`_Transient`,
+    a full disk or any other refusal a ``RuntimeError`` naming the cause."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300, check=False
+        )
+    except FileNotFoundError:
+        raise RuntimeError(f"cannot write to the build cache: {cmd[0]} is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise _Transient(f"{what} timed out after 300 s") from None
+    if proc.returncode == 0:
+        return
+    # ssh and rsync say the cause last ("Host key verification failed."); a full disk may come earlier.
+    lines = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    full = next((line for line in lines if _DISK_FULL.search(line)), None)
+    if full or (what == "rsync" and proc.returncode == 11 and not lines):
+        # rsync's 11 is "error in file I/O"; the receiver's own message is lost when it dies first.
+        cause = full[:300] if full else "rsync's receiver failed to write (exit status 11, no message)"
+        raise RuntimeError(
+            f"cannot write {path} to the build cache ({where}): disk full on the build cache: "
+            f"{cause} (nothing was written under its name)"
+        )
+    lines = lines or ["no message"]
+    message = f"{what} failed ({proc.returncode}): {lines[-1][:300]}"
+    if proc.returncode in _RSYNC_TRANSIENT and not _refused(lines):
+        raise _Transient(message)
+    raise RuntimeError(f"cannot write {path} to the build cache ({where}): {message}")
+
+
+def _refused(lines: list[str]) -> bool:
+    """Whether ssh's messages say the server refused us (no use trying again) rather than went away."""
+    text = "\n".join(lines)
+    return any(sign in text for sign in _REFUSALS)
+
+
+def _bounded(value: object, kind: type, most: float) -> float | None:
+    """``value`` as ``kind`` if it is a number from 0 to ``most`` (a whole one for ``int``), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if kind is int and not number.is_integer():
+        return None
+    return kind(number) if 0 <= number <= most else None
+
+
+def _untrusted_certificate(err: BaseException) -> bool:
+    """Whether a connection error is a TLS certificate verification failure (somewhere in its chain)."""
+    seen: BaseException | None = err
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, httpx.HTTPStatusError):
+        return f"HTTP {err.response.status_code} from {err.request.url}"
+    if isinstance(err, httpx.TransportError):
+        return f"{type(err).__name__}: {err or 'no answer'}"
+    return str(err)
 
 
 def _read_ca_file(path: str) -> bytes:

@@ -7,7 +7,10 @@ composition, not a class per step and runner. For one task attempt it:
    fails the task at once (no retries) before anything else happens;
 2. checks in one batch that the step's inputs are in the build cache (its prerequisites, and any
    artifact records passed from upstream tasks) and fails naming the missing ones;
-3. skips the work when this version's outputs are already in the cache (a re-run), unless ``force``;
+3. skips the work when this version's outputs are already in the cache (a re-run), unless ``force`` or
+   this is a later attempt of the task (a retry or a clear): an earlier attempt cut mid-upload (a full
+   cache disk, a lost connection) may have left a truncated file under its name, since the scripts'
+   ``copy_to_buildcache`` uses ``rsync --partial``; running the step again rewrites it;
 4. runs ``source <script>; <function> <args>`` at the version tag through the configured runner, the
    output streamed into the task log (lines read together are one record: ``step_log.py``), with a
    heartbeat line when the step is quiet;
@@ -144,7 +147,15 @@ class FlatcarStepOperator(BaseOperator):
         inputs = spec.inputs(ctx, options) + _records(self.inputs)
         self._require(hook, inputs, "input")
         outputs = spec.outputs(ctx, options)
-        if outputs and not force and self.step not in _NO_RERUN_SKIP:
+        attempt = int(getattr(context["ti"], "try_number", 1) or 1)
+        if outputs and not force and self.step not in _NO_RERUN_SKIP and attempt > 1:
+            self.log.info(
+                "Attempt %d of %s: running the step again rather than reusing outputs an earlier attempt "
+                "may have left incomplete",
+                attempt,
+                self.step,
+            )
+        elif outputs and not force and self.step not in _NO_RERUN_SKIP:
             found = hook.check(ref.path for ref in outputs)
             if all(entry.exists for entry in found.values()):
                 self.log.info(
@@ -199,7 +210,11 @@ class FlatcarStepOperator(BaseOperator):
         if self._runner.killed or outcome.signal:
             raise AirflowException(f"{self.step} was stopped after {elapsed}; its cleanup ran")
         if outcome.rc != 0:
-            failure = diagnose([(number, _redact(line)) for number, line in output.tail], outcome.rc)
+            failure = diagnose(
+                [(number, _redact(line)) for number, line in output.tail],
+                outcome.rc,
+                cache_prefix=settings.path_prefix,
+            )
             context["ti"].xcom_push(key="failure", value=failure.to_dict())
             raise AirflowException(failure.message(self.step, f"exit status {outcome.rc} after {elapsed}"))
         if outcome.cleanup_rc != 0:

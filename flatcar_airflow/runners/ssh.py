@@ -60,15 +60,18 @@ class SSHRunner(Runner):
         self._sftp: paramiko.SFTPClient | None = None
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._following = False
 
     def describe(self) -> str:
         return f"ssh ({self.ssh_conn_id}, {self.root})"
 
     # -- connection ----------------------------------------------------------------------------------
-    def _connect(self) -> paramiko.SSHClient:
+    def _connect(self, attempts: int = 3) -> paramiko.SSHClient:
         from airflow.providers.ssh.hooks.ssh import SSHHook
 
-        hook = SSHHook(ssh_conn_id=self.ssh_conn_id, cmd_timeout=None, conn_timeout=30)
+        hook = SSHHook(
+            ssh_conn_id=self.ssh_conn_id, cmd_timeout=None, conn_timeout=30, conn_retry_attempts=attempts
+        )
         client = hook.get_conn()
         transport = client.get_transport()
         if transport is not None:
@@ -78,7 +81,9 @@ class SSHRunner(Runner):
     def _session(self) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
         with self._lock:
             if self._client is None or self._sftp is None:
-                self._client = self._connect()
+                # While following a step, _follow retries itself within reconnect_timeout: the hook's
+                # own connect retries (3-5 s apart) would only stretch that timeout.
+                self._client = self._connect(attempts=1 if self._following else 3)
                 self._sftp = self._client.open_sftp()
             return self._client, self._sftp
 
@@ -124,7 +129,11 @@ class SSHRunner(Runner):
         except _CONNECTION_ERRORS as err:
             self._drop()
             raise RunnerError(f"cannot start the step on the build host: {err}") from None
-        self._follow(job_dir, on_output, on_tick)
+        self._following = True
+        try:
+            self._follow(job_dir, on_output, on_tick)
+        finally:
+            self._following = False
         try:
             return self._collect(job_dir)
         finally:
