@@ -229,7 +229,8 @@ def test_a_flooding_step_is_logged_complete_and_in_order(bench):
     start = lines.index("flood-1")
     assert lines[start : start + 200000] == flood  # nothing else in between: no reordering
     assert lines[start - 1] == "stdin-closed" and lines[start + 200000] == "probe done"
-    assert len(records) < 2000, len(records)  # ~1.6 MB in batches, not 200,000 records
+    # ~1.6 MB in batches, not 200,000 records (docker's stream hands over smaller blocks than a pipe)
+    assert len(records) < 20000, len(records)
     assert log.lines == len(lines)
     assert list(log.tail) == list(enumerate(lines, 1))[-TAIL_LINES:]
 
@@ -527,7 +528,7 @@ def test_a_task_process_killed_hard_leaves_its_step_to_the_next_attempt(bench, p
         assert _pid_gone(hanging, "sleep 600")
     assert bench.marks.read_text() == "cleanup-ran\ncleanup-ran\n"  # the killed attempt's cleanup too
     assert _gone(str(bench.root))
-    assert list((bench.root / "workspaces").iterdir()) == []
+    assert_nothing_of_the_step_left(bench.root)
     assert not (bench.root / "jobs" / bench.key / "1").exists()
     assert not (bench.root / "jobs" / bench.key / "2").exists()
     assert not _runner_containers(bench.key)
@@ -614,4 +615,4 @@ def test_ssh_build_host_sshd_restarted_mid_step(probe_origin, build_cache, tmp_p
     assert any("reconnected to the build host" in line for line in later)
     assert runs.read_text() == "start 1\nend 1\nstart 2\nend 2\n"  # one at a time, each once
     assert not (bench.root / "jobs" / bench.key / "1").exists()
-    assert list((bench.root / "workspaces").iterdir()) == []
+    assert_nothing_of_the_step_left(bench.root)

@@ -12,12 +12,15 @@ the ``release`` task's ``max_active_tis_per_dag=1``, so two releases of one vers
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
 from ..config import Config
 from ..operators import ReleaseOperator
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["RELEASE_DAG_ID", "release_dag"]
 
@@ -107,12 +110,11 @@ def _check_task(config: Config):
             raise AirflowFailException(f"release refused: {err}") from None
         what = f"{plan['tag']} (a build of {plan['branch']}, run {plan['build_run_id']})"
         where = ", ".join(plan["offers"])
-        log = context["ti"].log  # the task log (a module logger's lines do not reach it)
         if plan["dry_run"]:
-            log.info("Dry run: %s would be published to %s; nothing is published", what, where)
+            _log.info("Dry run: %s would be published to %s; nothing is published", what, where)
         else:
-            log.info("Releasing %s to %s", what, where)
-        log.info("Its tests passed and its %d artifacts are in the build cache", plan["artifacts_checked"])
+            _log.info("Releasing %s to %s", what, where)
+        _log.info("Its tests passed and its %d artifacts are in the build cache", plan["artifacts_checked"])
         return plan
 
     return check
