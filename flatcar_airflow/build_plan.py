@@ -142,6 +142,10 @@ def tag_build(config: Config, kind: BuildKind, plan: Mapping) -> dict:
     hook = BuildCacheHook(config.buildcache_conn_id)
 
     def outputs_exist(candidate: ShortcutCandidate) -> bool:
+        if candidate.tag == plan["version"]:
+            # This very version run again (a failed build rebuilt by hand): its images may exist while
+            # its tests failed, so they do not say the build is done.
+            return False
         vf = candidate.versionfile
         # The arches this run builds: a DAG configured for amd64 alone never has an arm64 image.
         refs = [generic_image(vf.os, arch) for arch in plan.get("arches") or ("amd64", "arm64")]
