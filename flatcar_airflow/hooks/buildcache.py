@@ -200,6 +200,21 @@ class BuildCacheSettings:
             return check_ca_pem(self.ca_bundle.encode(), "extra 'ca_bundle'")
         return check_ca_pem(_read_ca_file(self.ca_bundle), f"extra 'ca_bundle' file {self.ca_bundle}")
 
+    def job_access(self) -> tuple[dict[str, bytes], dict[str, str]]:
+        """What a job that reaches the cache gets: its private files (the CA as ``ssl/ca.pem``, the write
+        key as ``ssh/id``) and the wrapper's cache settings (:meth:`job_cache`, with ``key_file`` when the
+        key is a path on the build host)."""
+        files: dict[str, bytes] = {}
+        pem = self.ca_pem()
+        if pem:
+            files["ssl/ca.pem"] = pem
+        cache = self.job_cache()
+        if self.private_key:
+            files["ssh/id"] = self.private_key.encode() + (b"" if self.private_key.endswith("\n") else b"\n")
+        elif self.key_file:
+            cache["key_file"] = self.key_file
+        return files, cache
+
     def job_cache(self) -> dict[str, str]:
         """Settings the step wrapper applies (path prefix and user override ci-config.env)."""
         cache = {"server": self.server, "user": self.user, "path_prefix": self.path_prefix}

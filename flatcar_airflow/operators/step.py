@@ -328,17 +328,7 @@ class FlatcarStepOperator(BaseOperator):
         plan = _mapping(self.build)
         if plan.get("backfill") and plan.get("ref"):
             env["FLATCAR_JOB_PIN_ORIGIN_BRANCH"] = str(plan["ref"])
-        files: dict[str, bytes] = {}
-        pem = settings.ca_pem()
-        if pem:
-            files["ssl/ca.pem"] = pem
-        cache = settings.job_cache()
-        if settings.private_key:
-            files["ssh/id"] = settings.private_key.encode() + (
-                b"" if settings.private_key.endswith("\n") else b"\n"
-            )
-        elif settings.key_file:
-            cache["key_file"] = settings.key_file
+        files, cache = settings.job_access()
         secret_env = self._secret_env(files)
         return Job(
             key=job_key(ti.dag_id, ti.run_id, ti.task_id, ti.map_index if ti.map_index >= 0 else None),

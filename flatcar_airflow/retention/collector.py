@@ -280,17 +280,7 @@ def run_scripts_gc(
 
     step = GarbageCollectStep()
     settings = hook.settings
-    files: dict[str, bytes] = {}
-    pem = settings.ca_pem()
-    if pem:
-        files["ssl/ca.pem"] = pem
-    cache = settings.job_cache()
-    if settings.private_key:
-        files["ssh/id"] = settings.private_key.encode() + (
-            b"" if settings.private_key.endswith("\n") else b"\n"
-        )
-    elif settings.key_file:
-        cache["key_file"] = settings.key_file
+    files, cache = settings.job_access()
     env = {
         **settings.step_environment(),
         **{str(k): str(v) for k, v in config.step_env.items()},
