@@ -35,6 +35,7 @@ BENCHMARKS = {
     "scale": ("benchmarks.scale", "parse, scheduler and builds page with 1-50 branches"),
     "worktrees": ("benchmarks.worktrees", "a warm step's pooled work tree against a fresh one"),
     "log_streaming": ("benchmarks.log_streaming", "a step printing 1 GB into the task log"),
+    "memory": ("benchmarks.memory", "PSS of the quickstart's stack at rest"),
 }
 RESULTS = ROOT / "benchmarks" / "results.json"
 DOC = ROOT / "docs" / "benchmarks.md"

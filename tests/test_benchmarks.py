@@ -28,6 +28,7 @@ EXPECTED = {
     "scale": "scale:",
     "worktrees": "warm",
     "log_streaming": "",
+    "memory": "PSS of the quickstart",
 }
 
 
