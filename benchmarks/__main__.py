@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks                    # all of them (about 15 minutes)
     .venv/bin/python -m benchmarks parse buildcache   # only these (the others' rows are kept)
+    .venv/bin/python -m benchmarks orchestration noop_nightly --step-sleeps 0,10 --executor local
     .venv/bin/python -m benchmarks --smoke            # tiny sizes, prints the table, writes no doc
     .venv/bin/python -m benchmarks --list
 
@@ -52,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         default="0,10,60",
         help="orchestration: the step lengths to measure, seconds (default 0,10,60; --smoke: 0)",
     )
+    parser.add_argument(
+        "--executor",
+        default="local,celery",
+        help="orchestration (and the no-op nightly measured on its stacks): the executors, local and/or "
+        "celery (default local,celery; --smoke: local)",
+    )
     parser.add_argument("--list", action="store_true", help="list the benchmarks")
     parser.add_argument(
         "--merge", type=Path, action="append", default=[], help="add the results of another results file"
@@ -85,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             options = {}
             if name == "orchestration":
                 options["sleeps"] = tuple(float(x) for x in args.step_sleeps.split(","))
+                options["executors"] = tuple(x.strip() for x in args.executor.split(",") if x.strip())
             figures = [_figure(name, row) for row in module.run(smoke=args.smoke, **options)]
         except Exception as err:  # one benchmark's failure does not lose the others' figures
             say(f"{name} failed: {type(err).__name__}: {err}")

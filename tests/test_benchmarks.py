@@ -54,6 +54,13 @@ def test_every_benchmark_runs_in_smoke_mode_and_rewrites_the_table(tmp_path, doc
             if figure["baseline_value"] is not None:
                 assert math.isfinite(figure["baseline_value"]), figure
         assert stored[name]["machine"]["cores"] >= 1
+    # The orchestration smoke measured the full build, the shell script and Airflow's floor (the
+    # same-shaped DAG of trivial tasks) under the LocalExecutor, and the no-op nightly after them.
+    orchestration = [f["name"] for f in stored["orchestration"]["figures"]]
+    for start in ("orchestration overhead per step task", "full build amd64", "Airflow's own cost per task"):
+        assert any(name.startswith(start) and "Celery" not in name for name in orchestration), orchestration
+    floor = next(f for f in stored["orchestration"]["figures"] if f["name"].startswith("Airflow's own"))
+    assert floor["extra"]["tasks"] and floor["extra"]["executor"] == "LocalExecutor", floor
 
     text = doc.read_text()
     hand_written = original.split("<!-- end:", 1)[-1].split("\n", 1)[-1]

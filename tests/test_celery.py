@@ -13,21 +13,14 @@ default queue, and their logs show each arch's runner.
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import json
 import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
-from airflow_servers import AirflowServers, airflow_env, free_port, log_tails, stop_group, wait_until
+from airflow_servers import AirflowServers, airflow_env
+from celery_backends import MissingTool, celery_settings, postgres_server, redis_server
 from connections import CACHE_CONN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,95 +32,27 @@ WORKERS = {"worker-amd64": "default,amd64", "worker-arm64": "arm64"}
 NOT_PER_ARCH = ("branch_lock", "version", "tag", "sdk_bootstrap", "sdk_container", "summary")
 
 
-# -- PostgreSQL and Redis --------------------------------------------------------------------------------
-
-
-def _pg_tool(name: str) -> str:
-    for bindir in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if Path(bindir, name).exists():
-            return str(Path(bindir, name))
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is missing (apt-get install postgresql; scripts/run-tests.sh does it)")
-    return found
+# -- PostgreSQL and Redis (tests/celery_backends.py) ---------------------------------------------------
 
 
 @pytest.fixture
 def postgres():
-    """A PostgreSQL server on 127.0.0.1 with its own data directory; yields the URL of database ``airflow``.
-
-    Run as the ``postgres`` user when the tests run as root (initdb and postgres refuse root); the data
-    directory is outside pytest's root-only temporary directory for that reason.
-    """
-    as_user = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
-    data = Path(tempfile.mkdtemp(prefix="flatcar-airflow-pg-"))
-    if as_user:
-        shutil.chown(data, "postgres", "postgres")
-    port = free_port()
-    pg_ctl = _pg_tool("pg_ctl")
-    log = data / "server.log"
-
-    def run(*cmd: str) -> None:
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, **as_user
-        )
-        assert proc.returncode == 0, f"{' '.join(cmd)}: {proc.stdout}{proc.stderr}\n{log_tails([log])}"
-
+    """A PostgreSQL server on 127.0.0.1; yields the URL of database ``airflow``."""
     try:
-        run(_pg_tool("initdb"), "-D", str(data / "db"), "-U", "airflow", "--auth=trust", "--no-sync")
-        options = (
-            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
-        run(pg_ctl, "-D", str(data / "db"), "-l", str(log), "-o", options, "-w", "-t", "60", "start")
-        run(_pg_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "airflow")
-        yield f"airflow@127.0.0.1:{port}/airflow"
-    finally:
-        if (data / "db/postmaster.pid").exists():
-            stop = subprocess.run(
-                [pg_ctl, "-D", str(data / "db"), "-m", "fast", "-w", "-t", "60", "stop"],
-                capture_output=True,
-                timeout=90,
-                **as_user,
-            )
-            if stop.returncode != 0 and (data / "db/postmaster.pid").exists():
-                pid = int((data / "db/postmaster.pid").read_text().split()[0])
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(data, ignore_errors=True)
+        with postgres_server() as url:
+            yield url
+    except MissingTool as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture
 def redis_broker(tmp_path):
     """A Redis server on 127.0.0.1 (no persistence); yields its URL."""
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is missing (apt-get install redis-server; scripts/run-tests.sh does it)")
-    port = free_port()
-    workdir = tmp_path / "redis"
-    workdir.mkdir()
-    log = workdir / "redis.log"
-    with log.open("wb") as out:
-        options = f"--port {port} --bind 127.0.0.1 --appendonly no --daemonize no --dir {workdir}".split()
-        proc = subprocess.Popen(
-            [server, *options, "--save", ""],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def answers() -> bool:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-        return False
-
     try:
-        wait_until(answers, 30, "redis-server to answer", [log])
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_group(proc, grace=15)
+        with redis_server(tmp_path / "redis") as url:
+            yield url
+    except MissingTool as err:
+        pytest.fail(str(err))
 
 
 # -- Airflow ------------------------------------------------------------------------------------------------
@@ -170,16 +95,7 @@ def celery_cluster(tmp_path, postgres, redis_broker, mini_origin, build_cache, s
         config,
         # The code under test is this tree's (the workers also import tests/worker_names.py).
         PYTHONPATH=os.pathsep.join([str(ROOT), str(TESTS)]),
-        AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://{postgres}",
-        AIRFLOW__CELERY__BROKER_URL=redis_broker,
-        # SQLAlchemy 2.1's default PostgreSQL driver is psycopg 3: name psycopg2.
-        AIRFLOW__CELERY__RESULT_BACKEND=f"db+postgresql+psycopg2://{postgres}",
-        AIRFLOW__CELERY__WORKER_CONCURRENCY="2",
-        AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT="259200",
-        AIRFLOW__API__WORKERS="1",
-        # The API server signs the workers' task tokens: one secret for every process.
-        AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_urlsafe(64),
+        **celery_settings(postgres, redis_broker),
     )
     env.pop("AIRFLOW__CORE__HOSTNAME_CALLABLE", None)
     cluster = AirflowServers(home, env)
