@@ -9,7 +9,8 @@ its tag; everything the report said goes is gone, tags included; a dry run chang
 Builds are made directly (a tag, files, an index entry) rather than by running every step: a step-built
 build takes ~25 s, and what the collector sees of a build is exactly these three things. The collection
 itself is the real thing: the DAG's code, the local runner, flatcar-step.sh, the miniature
-garbage_collect.sh, ssh and the build cache server's restricted shell, git push --delete.
+garbage_collect.sh, ssh and the build cache server's restricted shell, git push --delete. The same with
+real builds of every step under a real scheduler: tests/test_retention_scheduler.py.
 """
 
 from __future__ import annotations
@@ -244,8 +245,8 @@ def test_randomized_builds_and_collections(build_cache, mini_origin, connections
         sorted(before[0] - after[0])[:5],
         after[1] ^ before[1],
     )
-    world.tag_release("stable-4593.0.0", RELEASED_SDK, RELEASED_SDK)  # as the real origin has it
-    releases = {"stable-4593.0.0", "stable-4593.2.4"}
+    world.tag_release("alpha-4593.0.0", RELEASED_SDK, RELEASED_SDK)  # as the real origin has it
+    releases = {"alpha-4593.0.0", "stable-4593.2.4"}
 
     purged_total = 0
     interrupted = False
