@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{name} failed: {type(err).__name__}: {err}")
             failed.append(name)
             continue
+        if name == "orchestration" and name in results:
+            figures += _kept_rows(results[name], figures)
+            figures.sort(key=_row_order)
         results[name] = {
             "machine": machine(),
             "smoke": args.smoke,
@@ -118,6 +121,31 @@ def main(argv: list[str] | None = None) -> int:
         say(f"failed: {', '.join(failed)}")
         return 1
     return 0
+
+
+def _row_key(figure: dict) -> tuple:
+    """What an orchestration row measured: its executor and step length (Airflow's floor: no length)."""
+    extra = figure.get("extra") or {}
+    return (extra.get("executor", "LocalExecutor"), extra.get("sleep", "floor"), figure["name"].split(",")[0])
+
+
+def _row_order(figure: Figure) -> tuple:
+    executor, sleep, _ = _row_key(figure.as_dict())
+    return (executor != "LocalExecutor", executor, sleep == "floor", sleep if sleep != "floor" else 0)
+
+
+def _kept_rows(earlier: dict, figures: list[Figure]) -> list[Figure]:
+    """The earlier run's orchestration rows of the executors and step lengths this run did not measure
+    (``--step-sleeps 60`` keeps the rows of 0 and 10 s), each marked with when it was measured."""
+    measured = {_row_key(figure.as_dict()) for figure in figures}
+    kept = []
+    for old in earlier.get("figures", []):
+        if _row_key(old) in measured:
+            continue
+        when = (old.get("extra") or {}).get("measured") or earlier.get("machine", {})
+        extra = {**(old.get("extra") or {}), "measured": {k: when.get(k) for k in ("date", "load")}}
+        kept.append(Figure(**{**old, "extra": extra}))
+    return kept
 
 
 def _figure(name: str, row: Figure | dict) -> Figure:
