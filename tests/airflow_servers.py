@@ -9,7 +9,8 @@ log in ``AIRFLOW_HOME/<name>.log``, stops their whole process groups, runs ``air
 to the REST API (``api``: an httpx client of ``/api/v2``, with a bearer token of the admin user once
 :meth:`AirflowServers.login` ran when the auth manager does not make everyone an admin).
 
-Used by tests/test_scheduler.py, tests/test_celery.py and tests/test_builds_page_browser.py.
+Used by tests/test_scheduler.py, tests/test_on_kill.py, tests/test_retention_scheduler.py, tests/test_celery.py,
+tests/test_builds_page_browser.py and others.
 """
 
 from __future__ import annotations
@@ -72,6 +73,28 @@ def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float =
 
 def airflow_executable() -> str:
     return str(Path(sys.executable).parent / "airflow")
+
+
+def os_only_settings(origin: str, tmp_path: Path, **overrides) -> dict:
+    """A flatcar-airflow configuration of the OS-only pipeline of flatcar-4593 alone (amd64, qemu_uefi,
+    no test vendor, no image_changes, no retries; the nightly at 21:00) on the local runner, against
+    ``origin`` and the tests' build cache connection; ``overrides`` replace top-level keys."""
+    from connections import CACHE_CONN
+
+    return {
+        "scripts_repo": origin,
+        "buildcache_conn_id": CACHE_CONN,
+        "runner": {"type": "local", "root": str(tmp_path / "build-root")},
+        "tagging_cache": str(tmp_path / "tag-cache"),
+        "arches": {"amd64": {"formats": ["qemu_uefi"], "test_vendors": []}},
+        "full": {"enabled": False, "arches": ["amd64"]},
+        "os": {"branches": ["flatcar-4593"], "arches": ["amd64"], "schedule": "0 21 * * *"},
+        "image_changes": None,
+        "retries": 0,
+        "start_date": "2026-01-01",
+        "preflight": {"min_free_gb": 1, "network": "off"},
+        **overrides,
+    }
 
 
 def airflow_env(home: Path, config: Path, *, all_admins: bool = True, **overrides: str) -> dict[str, str]:

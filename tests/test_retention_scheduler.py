@@ -28,8 +28,7 @@ import time
 
 import pytest
 import yaml
-from airflow_servers import AirflowServers, airflow_env
-from connections import CACHE_CONN
+from airflow_servers import AirflowServers, airflow_env, os_only_settings
 
 from flatcar_airflow.retention.collector import REPORT_PATH
 
@@ -58,25 +57,13 @@ def airflow(tmp_path, mini_origin, empty_cache, released_sdk, connections):
     home = tmp_path / "airflow-home"
     home.mkdir()
     config = tmp_path / "flatcar.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "scripts_repo": str(mini_origin.path),
-                "buildcache_conn_id": CACHE_CONN,
-                "runner": {"type": "local", "root": str(tmp_path / "build-root")},
-                "tagging_cache": str(tmp_path / "tag-cache"),
-                "arches": {"amd64": {"formats": ["qemu_uefi"], "test_vendors": []}},
-                "full": {"enabled": False, "arches": ["amd64"]},
-                "os": {"branches": ["flatcar-4593"], "arches": ["amd64"], "schedule": "0 21 * * *"},
-                "image_changes": None,
-                "retries": 0,
-                "start_date": "2026-01-01",
-                "preflight": {"min_free_gb": 1, "network": "off"},
-                "branch_lock": {"poke_interval": 2},
-                "retention": {"schedule": None, "keep": 1, "min_age_days": 0, "pinned": [PINNED]},
-            }
-        )
+    settings = os_only_settings(
+        str(mini_origin.path),
+        tmp_path,
+        branch_lock={"poke_interval": 2},
+        retention={"schedule": None, "keep": 1, "min_age_days": 0, "pinned": [PINNED]},
     )
+    config.write_text(yaml.safe_dump(settings))
     server = AirflowServers(home, airflow_env(home, config), DAG_ID)
     server.migrate_and_create_pools()
     server.start("standalone", stop_signal=signal.SIGINT)

@@ -11,8 +11,7 @@ import signal
 
 import pytest
 import yaml
-from airflow_servers import AirflowServers, airflow_env
-from connections import CACHE_CONN
+from airflow_servers import AirflowServers, airflow_env, os_only_settings
 
 DAG_ID = "flatcar_os_flatcar_4593"
 
@@ -33,20 +32,7 @@ def airflow(tmp_path, mini_origin, build_cache, released_sdk, connections):
     config = tmp_path / "flatcar.yaml"
 
     def write_config(**overrides) -> None:
-        settings = {
-            "scripts_repo": str(mini_origin.path),
-            "buildcache_conn_id": CACHE_CONN,
-            "runner": {"type": "local", "root": str(tmp_path / "build-root")},
-            "tagging_cache": str(tmp_path / "tag-cache"),
-            "arches": {"amd64": {"formats": ["qemu_uefi"], "test_vendors": []}},
-            "full": {"enabled": False, "arches": ["amd64"]},
-            "os": {"branches": ["flatcar-4593"], "arches": ["amd64"], "schedule": "0 21 * * *"},
-            "image_changes": None,
-            "retries": 0,
-            "start_date": "2026-01-01",
-            "preflight": {"min_free_gb": 1, "network": "off"},
-            "branch_lock": {"poke_interval": 3},
-        }
+        settings = os_only_settings(str(mini_origin.path), tmp_path, branch_lock={"poke_interval": 3})
         config.write_text(yaml.safe_dump({**settings, **overrides}))
 
     write_config()
