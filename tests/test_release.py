@@ -1,6 +1,7 @@
 """Secure Boot signing and the release DAG, end to end: one OS build of the release branch flatcar-4593 with
 amd64 signed (miniature scripts, real dockerd, the real ssh/https build cache, ``dag.test()``), then
-``flatcar_release`` runs against it: every refusal, a dry run, a real (miniature) release; and a grep of
+``flatcar_release`` runs against it: every refusal, a dry run, a real (miniature) release whose first run
+fails in release_build and a new run with the same params completes (one record); and a grep of
 what those runs left (task logs as a worker writes them, XCom, rendered fields, manifests, index) for the
 Secure Boot key and the cloud credentials."""
 
@@ -98,6 +99,8 @@ def _config(origin, tmp_path):
         "retries": 0,
         "preflight": {"enabled": False},
         "release": {"offers": {"aws": AWS_CONN, "gce": GCE_CONN}},
+        # The first release_build fails (before it publishes anything); a new run then completes.
+        "step_env": {"MINI_FAIL_ONCE": "release_build", "MINI_STATE_DIR": str(tmp_path / "mini-state")},
     }
     return parse_config(yaml.safe_dump(data))
 
@@ -245,8 +248,16 @@ def test_a_signed_build_is_released_and_every_refusal_names_its_reason(
     )
     assert "releases" not in json.loads(cache.fetch(f"{images}/{MANIFEST}"))
 
-    # 4. The release, for real (the miniature's plume): AMI lists in the cache, recorded in the manifests
-    # and the index entry.
+    # 4. The release, for real (the miniature's plume). Its first attempt fails: the cause is named,
+    # nothing is recorded. A new run with the same params (as docs/release.md says) runs release_build
+    # again and completes: AMI lists in the cache, one record in the manifests and the index entry.
+    failed = run(release_dag(config), run_conf={"version": TAG, "offers": ["aws"], "dry_run": False})
+    out = logs[-1]
+    assert _states(failed) == {"check": "success", "release": "failed", "record": "upstream_failed"}, out[
+        -3000:
+    ]
+    assert "release failed" in out and "failing release_build as asked" in out, out[-3000:]
+    assert "releases" not in json.loads(cache.fetch(f"{images}/{MANIFEST}"))
     real = run(dag, run_conf={"version": TAG, "offers": ["aws"], "dry_run": False})
     out = logs[-1]
     assert _states(real) == {"check": "success", "release": "success", "record": "success"}, out[-3000:]
@@ -268,7 +279,7 @@ def test_a_signed_build_is_released_and_every_refusal_names_its_reason(
     secrets = [line for line in key.splitlines() if len(line) > 20 and not line.startswith("-----")]
     secrets += [AWS_SECRET, GCE_SECRET, *_b64(AWS).values(), *_b64(GCE).values()]
     kept = list(logs)
-    for finished in (build, dry, real):
+    for finished in (build, dry, failed, real):
         for ti in finished.get_task_instances():
             kept.append(json.dumps(ti.xcom_pull(task_ids=ti.task_id), default=str))
             kept.append(json.dumps(_rendered_fields(ti), default=str))
