@@ -158,10 +158,12 @@ def _figure(name: str, row: Figure | dict) -> Figure:
         name=row["figure"],
         value=row["value"],
         unit=row["unit"],
-        baseline="the same run's baseline",
+        baseline=row.get("baseline_name", "the same run's baseline"),
         baseline_value=row.get("baseline"),
         ratio=row.get("ratio"),
         goal=row.get("goal", ""),
+        met=row.get("met"),
+        runs=row.get("runs", 0),
     )
 
 
