@@ -149,8 +149,8 @@ def _run(smoke: bool, size_mb: int, repeat: int, say) -> tuple[list[dict], dict]
 
     def row(figure: str, value: float, baseline: float, goal: str, unit: str) -> dict:
         ratio = round(value / baseline, 3) if baseline else None
-        return {"figure": figure, "value": round(value, 3), "baseline": round(baseline, 3), "ratio": ratio,
-                "goal": goal, "unit": unit, "runs": repeat,
+        return {"figure": figure, "value": round(value, 3), "ratio": ratio, "goal": goal, "unit": unit,
+                "baseline": round(baseline, 3) if baseline else None, "runs": repeat if baseline else 1,
                 "baseline_name": "the same step writing to a file" if baseline else ""}  # fmt: skip
 
     mb = size >> 20

@@ -9,8 +9,8 @@ log in ``AIRFLOW_HOME/<name>.log``, stops their whole process groups, runs ``air
 to the REST API (``api``: an httpx client of ``/api/v2``, with a bearer token of the admin user once
 :meth:`AirflowServers.login` ran when the auth manager does not make everyone an admin).
 
-Used by tests/test_scheduler.py, tests/test_on_kill.py, tests/test_retention_scheduler.py, tests/test_celery.py,
-tests/test_builds_page_browser.py and others.
+Used by tests/test_scheduler.py, tests/test_on_kill.py, tests/test_retention_scheduler.py,
+tests/test_celery.py, tests/test_builds_page_browser.py and others.
 """
 
 from __future__ import annotations
