@@ -137,30 +137,19 @@ def measure_quickstart(work: Path, settle: float, samples: int) -> dict:
 
 
 def measure_airflow(work: Path, settle: float, samples: int) -> dict:
-    """Airflow's four services, started as the quickstart starts them (its settings), with an empty DAG
-    folder."""
+    """Airflow's four services, started as the quickstart starts them (its settings:
+    ``airflow_settings``), with an empty DAG folder."""
+    from flatcar_airflow.quickstart.command import airflow_settings
+
     home, dags = work / "airflow-home", work / "dags"
     home.mkdir()
     dags.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "FLATCAR_AIRFLOW"))}
+    ports = {"host": "127.0.0.1", "api": port, "url": f"http://127.0.0.1:{port}"}
+    ports |= {"worker_logs": free_port(), "trigger_logs": free_port()}
     env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            # the quickstart's settings (flatcar_airflow/quickstart/command.py)
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        }
+        {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(dags), **airflow_settings(ports)}
     )
     airflow = str(VENV_BIN / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)

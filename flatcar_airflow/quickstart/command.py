@@ -62,6 +62,27 @@ def _say(message: str) -> None:
     print(f"quickstart: {message}", flush=True)
 
 
+def airflow_settings(ports: dict) -> dict[str, str]:
+    """Airflow's settings of the quickstart that depend on neither its home nor this checkout: the
+    executor, parallelism, the simple auth manager's user, the re-parse interval, and the addresses in
+    ``ports`` (``host``, ``api``, ``url``, ``worker_logs``, ``trigger_logs``). The memory benchmark's
+    baseline (benchmarks/memory.py) starts Airflow with these too."""
+    return {
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ports['api']}/execution/",
+        "AIRFLOW__API__HOST": ports["host"],
+        "AIRFLOW__API__PORT": str(ports["api"]),
+        "AIRFLOW__API__BASE_URL": ports["url"],
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+    }
+
+
 # -- stop and status (from another shell) -------------------------------------------------------------------
 
 
@@ -321,18 +342,7 @@ class Quickstart:
                 "FLATCAR_AIRFLOW_CONFIG": str(config),
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.repo / "dags"),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.repo / "plugins"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": "4",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{ports['api']}/execution/",
-                "AIRFLOW__API__HOST": ports["host"],
-                "AIRFLOW__API__PORT": str(ports["api"]),
-                "AIRFLOW__API__BASE_URL": ports["url"],
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(ports["worker_logs"]),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(ports["trigger_logs"]),
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+                **airflow_settings(ports),
             }
         )
         return env
